@@ -1,0 +1,1 @@
+"""causal: multi-scale ViT embeddings → causal forests → CATE, evaluated with RATE."""

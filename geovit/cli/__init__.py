@@ -1,0 +1,67 @@
+"""The ``geovit`` command.
+
+Each command module exposes ``add_commands(subparsers)`` and sets ``func`` on its parsers
+(``func(args) -> int | None``). Bad input raises :class:`geovit.GeovitError`; the CLI prints
+its message without a traceback and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from geovit.errors import GeovitError
+
+#: Modules that contribute sub-commands, in the order they appear in ``geovit --help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "geovit.cli.classify",   # train, evaluate, demo
+    "geovit.cli.pretrain",   # pretrain, probe
+    "geovit.cli.change",     # change {train,evaluate,predict}
+    "pdes.cli",              # pdes {train,rollout,synth}
+    "causal.cli",            # cate
+    "geovit.cli.data",       # data {synth,stats}
+    "geovit.cli.convert",    # convert
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geovit", description="Channel-adaptive vision transformers for scientific imaging."
+    )
+    parser.add_argument("--version", action="version", version=f"geovit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:  # a part not present in this build
+            if err.name != name:
+                raise
+            continue
+        module.add_commands(sub)
+    return parser
+
+
+def _version() -> str:
+    from geovit import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GeovitError as err:
+        print(f"geovit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        print(f"geovit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

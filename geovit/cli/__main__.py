@@ -1,0 +1,5 @@
+import sys
+
+from geovit.cli import main
+
+sys.exit(main())

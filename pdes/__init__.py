@@ -1,0 +1,1 @@
+"""pdes: VICON — vision in-context operator networks for rolling fluid fields forward."""
