@@ -1,0 +1,316 @@
+"""So2Sat LCZ42: co-registered Sentinel-1 / Sentinel-2 patches labelled with 17 local climate zones.
+
+Reads the HDF5 files users already have, in torchgeo's layouts (Zhu et al., "So2Sat LCZ42",
+IEEE GRSM 2020; data card: ``data_cards/so2sat_lcz42.md``)::
+
+    version "2"             root/training.h5  root/validation.h5  root/testing.h5
+    version "3_random"      root/random/training.h5      root/random/testing.h5
+    version "3_block"       root/block/training.h5       root/block/testing.h5
+    version "3_culture_10"  root/culture_10/training.h5  root/culture_10/testing.h5
+
+Each file holds ``sen1`` (N, 32, 32, 8), ``sen2`` (N, 32, 32, 10) and ``label`` (N, 17) one-hot;
+float64 in the real release, uint8 in torchgeo's test fixtures (both accepted). Samples are read
+lazily per index (the real files are tens of GB); file handles are opened per process, so the
+dataset works with DataLoader workers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from geovit.channels import SO2SAT_BANDS, resolve_channels
+from geovit.errors import DataError, GeovitError
+
+CLASSES: tuple[str, ...] = (
+    "Compact high rise", "Compact mid rise", "Compact low rise", "Open high rise",
+    "Open mid rise", "Open low rise", "Lightweight low rise", "Large low rise",
+    "Sparsely built", "Heavy industry", "Dense trees", "Scattered trees", "Bush, scrub",
+    "Low plants", "Bare rock or paved", "Bare soil or sand", "Water",
+)
+
+FILENAMES: dict[str, dict[str, str]] = {
+    "2": {"train": "training.h5", "validation": "validation.h5", "test": "testing.h5"},
+    "3_random": {"train": "random/training.h5", "test": "random/testing.h5"},
+    "3_block": {"train": "block/training.h5", "test": "block/testing.h5"},
+    "3_culture_10": {"train": "culture_10/training.h5", "test": "culture_10/testing.h5"},
+}
+
+#: md5 of the released files (torchgeo's table); checked only with ``checksum=True``.
+MD5: dict[str, dict[str, str]] = {
+    "2": {"train": "702bc6a9368ebff4542d791e53469244",
+          "validation": "71cfa6795de3e22207229d06d6f8775d",
+          "test": "e81426102b488623a723beab52b31a8a"},
+    "3_culture_10": {"train": "702bc6a9368ebff4542d791e53469244"},
+}
+
+_MEAN_STD_RANDOM = (
+    [-2.7661554e-05, 2.2139642e-05, 2.3079854e-05, -2.897074e-05, 0.045271896, 0.26610142,
+     0.0019685407, 0.0014894817, 0.12442144, 0.11015362, 0.102517806, 0.11548226, 0.15986235,
+     0.1819497, 0.17501162, 0.19551599, 0.15673669, 0.11150938],
+    [0.17874631, 0.1779993, 0.46587786, 0.46137187, 4.026994, 8.289052, 2.7971811, 1.6728995,
+     0.039532706, 0.047356457, 0.06560701, 0.06269057, 0.07596791, 0.08922283, 0.09054905,
+     0.09972874, 0.0992988, 0.08763404],
+)
+_MEAN_STD_CITY = (
+    [-3.5912242e-05, -7.658551e-06, 5.937501e-05, 2.516598e-05, 0.044198506, 0.25761467,
+     0.0007556685, 0.0013503395, 0.12375654, 0.109277464, 0.101086065, 0.114239536, 0.15926327,
+     0.18147452, 0.17457514, 0.1950194, 0.15428114, 0.109052904],
+    [0.17555329, 0.17556609, 0.4599934, 0.45599362, 2.855352, 8.322579, 2.44937, 1.464371,
+     0.0395863, 0.047778852, 0.066362865, 0.063593246, 0.07744504, 0.09099384, 0.09217117,
+     0.10162713, 0.09989747, 0.0877891],
+)
+
+#: Per-band (mean, std) over the 18 bands, by version. "3_random" and the city split ("2",
+#: "3_culture_10") are ChannelViT's published statistics (specs/channelvit.md §4.2). For
+#: "3_block" no published set was at hand: it reuses the city-split values — compute exact ones
+#: with ``geovit data stats ROOT --version 3_block``.
+SO2SAT_STATS: dict[str, tuple[list[float], list[float]]] = {
+    "2": _MEAN_STD_CITY,
+    "3_culture_10": _MEAN_STD_CITY,
+    "3_random": _MEAN_STD_RANDOM,
+    "3_block": _MEAN_STD_CITY,
+}
+
+_SEN1, _SEN2 = 8, 10
+
+
+def _md5(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class So2Sat(Dataset):
+    """So2Sat LCZ42 as a lazy map-style dataset.
+
+    Args:
+        root: folder holding the files of ``version`` (layouts in the module docstring).
+        split: ``"train"``, ``"validation"`` (version "2" only; for v3 use :func:`train_val_split`)
+            or ``"test"``.
+        version: ``"2"``, ``"3_random"``, ``"3_block"`` or ``"3_culture_10"``.
+        bands: ``None`` (all 18, S1 then S2), a preset (``"sentinel1"``, ``"sentinel2"``,
+            ``"so2sat_rgb"``) or a list / comma string of band names (``geovit.channels``).
+        transform: callable applied to each sample dict (normalisation, augmentation).
+        checksum: verify the file's md5 against the release (slow on the real files).
+
+    Samples are dicts: ``image`` float32 (C, 32, 32) raw values in the order asked for,
+    ``channels`` LongTensor (C,) absolute band ids (0-7 Sentinel-1, 8-17 Sentinel-2),
+    ``label`` int class index 0..16.
+    """
+
+    classes = CLASSES
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        version: str = "2",
+        bands: str | Sequence[str] | None = None,
+        transform: Callable[[dict], dict] | None = None,
+        checksum: bool = False,
+    ):
+        if version not in FILENAMES:
+            raise GeovitError(f"So2Sat: unknown version {version!r}; expected one of {', '.join(FILENAMES)}")
+        if split not in FILENAMES[version]:
+            hint = " (v3 releases have no validation file: use geovit.data.so2sat.train_val_split)" if split == "validation" else ""
+            raise GeovitError(f"So2Sat: split {split!r} does not exist for version {version!r}; "
+                              f"expected one of {', '.join(FILENAMES[version])}{hint}")
+        self.root = Path(root)
+        self.split, self.version, self.transform = split, version, transform
+        self.path = self.root / FILENAMES[version][split]
+        sel = resolve_channels(bands if bands is not None else "so2sat", table="so2sat")
+        self.band_names, self.band_ids = sel.names, np.asarray(sel.ids, dtype=np.int64)
+        self._channels = torch.as_tensor(self.band_ids)
+        self._length = self._validate()
+        if checksum:
+            expected = MD5.get(version, {}).get(split)
+            if expected is None:
+                raise GeovitError(f"So2Sat: no published md5 for version {version!r} split {split!r}")
+            got = _md5(self.path)
+            if got != expected:
+                raise DataError(f"{self.path}: md5 {got} does not match the release ({expected}); the file is corrupt or another version")
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    # -- layout validation ------------------------------------------------------------------
+    def _validate(self) -> int:
+        if not self.path.is_file():
+            raise DataError(
+                f"{self.path}: file not found. So2Sat version {self.version!r} expects "
+                f"{', '.join(str(self.root / f) for f in FILENAMES[self.version].values())} "
+                "(download from mediaTUM, see data_cards/so2sat_lcz42.md)"
+            )
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as err:
+            raise DataError(f"{self.path}: not a readable HDF5 file ({err})") from None
+        with f:
+            expected = {"sen1": (32, 32, _SEN1), "sen2": (32, 32, _SEN2), "label": (17,)}
+            missing = [k for k in expected if k not in f]
+            if missing:
+                raise DataError(f"{self.path}: missing HDF5 key(s) {missing}; expected keys sen1 (N,32,32,8), "
+                                f"sen2 (N,32,32,10), label (N,17); found {sorted(f.keys())}")
+            n = f["label"].shape[0]
+            for key, tail in expected.items():
+                shape = f[key].shape
+                if tuple(shape[1:]) != tail or shape[0] != n:
+                    raise DataError(f"{self.path}: key {key!r} has shape {shape}, expected ({n}, {', '.join(map(str, tail))})")
+        return n
+
+    def _h5(self) -> h5py.File:
+        pid = os.getpid()
+        if self._file is None or self._pid != pid:  # one handle per (worker) process
+            self._file = h5py.File(self.path, "r")
+            self._pid = pid
+        return self._file
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"], state["_pid"] = None, None
+        return state
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> dict:
+        if not -self._length <= index < self._length:
+            raise IndexError(f"So2Sat index {index} out of range for {self._length} samples")
+        index = index % self._length
+        f = self._h5()
+        try:
+            s1 = f["sen1"][index]
+            s2 = f["sen2"][index]
+            onehot = f["label"][index]
+        except OSError as err:
+            raise DataError(f"{self.path}: could not read sample {index} ({err}); the file may be truncated") from None
+        hwc = np.concatenate([s1, s2], axis=-1)[..., self.band_ids].astype(np.float32)
+        if not np.isfinite(hwc).all():
+            raise DataError(f"{self.path}: sample {index} has non-finite values in bands "
+                            f"{[self.band_names[i] for i in np.where(~np.isfinite(hwc).all(axis=(0, 1)))[0]]}")
+        if onehot.sum() != 1:
+            raise DataError(f"{self.path}: label of sample {index} is not one-hot (sum {onehot.sum()})")
+        sample = {
+            "image": torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1))),
+            "channels": self._channels.clone(),
+            "label": int(np.argmax(onehot)),
+        }
+        return self.transform(sample) if self.transform is not None else sample
+
+    def labels(self) -> np.ndarray:
+        """All class indices (reads only the small ``label`` array)."""
+        return np.argmax(self._h5()["label"][:], axis=1)
+
+
+def train_val_split(dataset: Dataset, val_fraction: float = 0.2, seed: int = 0) -> tuple[Subset, Subset]:
+    """Seeded random train/validation split (torchgeo's datamodule does 80/20 with seed 0 for v3)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise GeovitError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n = len(dataset)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, int(round(n * val_fraction)))
+    return Subset(dataset, perm[n_val:]), Subset(dataset, perm[:n_val])
+
+
+def normalization(version: str = "2", bands: str | Sequence[str] | None = None):
+    """The per-band z-score transform with the statistics of ``version`` (indexed by absolute id)."""
+    from geovit.data.transforms import Normalize
+
+    if version not in SO2SAT_STATS:
+        raise GeovitError(f"no So2Sat statistics for version {version!r}")
+    mean, std = SO2SAT_STATS[version]
+    return Normalize(mean, std)
+
+
+# -- statistics ----------------------------------------------------------------------------------
+def band_stats(dataset: So2Sat, max_samples: int | None = None, batch: int = 1024) -> dict[str, list[float]]:
+    """Per-band mean and std over a split, streamed in blocks (never the whole file in memory)."""
+    from tqdm import tqdm
+
+    f = dataset._h5()
+    n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
+    total = np.zeros(len(SO2SAT_BANDS))
+    total_sq = np.zeros(len(SO2SAT_BANDS))
+    count = 0
+    for start in tqdm(range(0, n, batch), desc=f"band stats {dataset.path.name}", unit="block"):
+        stop = min(n, start + batch)
+        block = np.concatenate([f["sen1"][start:stop], f["sen2"][start:stop]], axis=-1).astype(np.float64)
+        total += block.sum(axis=(0, 1, 2))
+        total_sq += np.square(block).sum(axis=(0, 1, 2))
+        count += block.shape[0] * block.shape[1] * block.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    ids = dataset.band_ids
+    return {"bands": list(dataset.band_names), "mean": mean[ids].tolist(), "std": std[ids].tolist(), "num_samples": n}
+
+
+def compute_band_stats_cli(args) -> int:
+    from geovit._io import atomic_write_text
+
+    ds = So2Sat(args.root, split=args.split, version=args.version)
+    stats = band_stats(ds, max_samples=args.max_samples)
+    text = json.dumps(stats, indent=2)
+    if args.out:
+        atomic_write_text(args.out, text + "\n")
+        print(f"wrote band statistics of {ds.path} to {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+# -- synthetic data ------------------------------------------------------------------------------
+def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = None, seed: int = 0,
+                    version: str = "2") -> Path:
+    """Write a small SYNTHETIC So2Sat-format dataset (version-2 or v3 layout) with a learnable signal.
+
+    Same file names, keys, shapes and dtype (float64) as the release. Each class has its own
+    per-band offsets in both sensors (so S1-only and S2-only models can beat chance) and its own
+    spatial texture (an oriented sinusoid), plus noise at realistic band scales. ``num_samples``
+    is the training size (default 2048); validation and test get a quarter each.
+    """
+    from geovit._io import atomic_path
+
+    rng = np.random.default_rng(seed)
+    n_train = 2048 if num_samples is None else int(num_samples)
+    if n_train < 17:
+        raise GeovitError(f"num_samples must be >= 17 (one per class), got {n_train}")
+    root = Path(out_dir)
+    mean, std = (np.asarray(a) for a in SO2SAT_STATS["2"])
+    # Class "prototypes" fixed by the seed, shared by all splits.
+    offsets = rng.normal(0.0, 1.0, size=(17, 18))
+    angles = rng.uniform(0, np.pi, size=17)
+    freqs = rng.uniform(0.15, 0.6, size=17)
+    yy, xx = np.mgrid[0:32, 0:32]
+
+    def make(n: int, split_rng: np.random.Generator):
+        labels = split_rng.integers(0, 17, size=n)
+        labels[:17] = np.arange(17)  # every class present in every split
+        phase = split_rng.uniform(0, 2 * np.pi, size=n)
+        wave = np.sin(freqs[labels, None, None] * (np.cos(angles[labels])[:, None, None] * xx
+                      + np.sin(angles[labels])[:, None, None] * yy) + phase[:, None, None])
+        z = (offsets[labels][:, None, None, :] * 0.8 + wave[..., None] * 0.8
+             + split_rng.normal(0.0, 1.0, size=(n, 32, 32, 18)))
+        x = mean + std * z
+        onehot = np.zeros((n, 17), dtype=np.float64)
+        onehot[np.arange(n), labels] = 1.0
+        return x[..., :8], x[..., 8:], onehot
+
+    sizes = {"train": n_train, "validation": max(17, n_train // 4), "test": max(17, n_train // 4)}
+    for i, (split, fname) in enumerate(FILENAMES[version].items()):
+        s1, s2, onehot = make(sizes[split], np.random.default_rng(seed * 1000 + i + 1))
+        with atomic_path(root / fname) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("sen1", data=s1, chunks=(1, 32, 32, 8))
+                f.create_dataset("sen2", data=s2, chunks=(1, 32, 32, 10))
+                f.create_dataset("label", data=onehot)
+                f.attrs["geovit_synthetic"] = "SYNTHETIC So2Sat-format data written by geovit; not the real release"
+    return root
