@@ -1,0 +1,294 @@
+"""ChangeViT: plain vision transformers for bi-temporal change detection.
+
+Zhu, Huang, Huang, Shao, Cheng, "ChangeViT: Unleashing Plain Vision Transformers for Change
+Detection", arXiv 2406.12847 (2024). Independent implementation from the paper and the facts in
+``specs/changevit.md`` (the reference code is CC BY-NC-SA; none of it is copied here).
+
+Architecture (one shared-weight encoder per time step, the time steps meet in the decoder):
+
+* §3.1 **plain ViT**: patch 16, no class token, pre-norm blocks (timm ``Block``, LayerNorm eps
+  1e-6, no LayerScale), final LayerNorm; all tokens reshaped to the (H/16, W/16) map ``c5``.
+  The learnt 16x16 positional table is *always* resampled with DINO's bicubic
+  ``scale_factor=((h+0.1)/16, (w+0.1)/16)`` rule, which is not the identity even at 256x256
+  (spec §1.1; reproduced by :func:`geovit.models.layers.resample_pos_grid_dino`).
+* §3.2 **detail-capture module**: ResNet-18 stem + layer1-3, no max-pool -> c2, c3, c4
+  (:class:`~geovit.models.changevit_parts.DetailCapture`).
+* §3.3 **feature injector**: cross-attention from ViT tokens to each detail scale, fused
+  (:class:`~geovit.models.changevit_parts.FeatureInjector`).
+* §3.4 **difference modelling / decoder**: ``[x, y, |x-y|]`` at four levels, top-down, to one
+  change logit per pixel (:class:`~geovit.models.changevit_parts.ChangeDecoder`).
+
+Unlike the reference (hard-coded 16x16 token grid), any input whose sides are multiples of 16
+works, square or not. ``model(t1, t2)`` returns the change probability (B, 1, H, W);
+``model.forward_logits`` the logits. Official state dicts (``best_model.pth`` /
+``checkpoint.pth.tar``) load with :func:`load_official`.
+
+Variants ``changevit_tiny`` (ViT-T: 192 wide, 6 heads) and ``changevit_small`` (ViT-S: 384
+wide, 6 heads) start from random weights: the paper initialises from DeiT-Ti / DINOv2 ViT-S/14
+and ImageNet ResNet-18 (spec §1.1-1.2), which cannot be downloaded in geovit's offline setting.
+Pass an official checkpoint to :func:`load_official` for trained weights.
+"""
+from __future__ import annotations
+
+import math
+import re
+from functools import partial
+from typing import Mapping
+
+import torch
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from geovit.errors import CheckpointError, GeovitError
+from geovit.models import register_model
+from geovit.models.changevit_parts import ChangeDecoder, DetailCapture, FeatureInjector
+from geovit.models.layers import resample_pos_grid_dino, trunc_normal_init
+
+__all__ = ["ChangeViT", "PlainViT", "build", "load_official", "official_to_geovit",
+           "changevit_tiny", "changevit_small"]
+
+
+class PlainViT(nn.Module):
+    """Plain ViT without class token; returns the final-LayerNorm tokens as a (B, C, h, w) map."""
+
+    def __init__(self, img_size: int = 256, patch_size: int = 16, in_chans: int = 3,
+                 embed_dim: int = 192, depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.patch_size = patch_size
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=False)
+        grid = img_size // patch_size
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, embed_dim))
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
+                                      for _ in range(depth)))
+        self.norm = norm(embed_dim)
+
+    def interpolate_pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """Positional table actually added for an (h, w) token grid: (1, h*w, C)."""
+        return resample_pos_grid_dino(self.pos_embed, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        tokens = self.patch_embed(x) + self.interpolate_pos_embed(h, w).to(x.dtype)
+        tokens = self.norm(self.blocks(tokens))
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
+
+class ChangeViT(nn.Module):
+    """Siamese plain ViT + detail capture + feature injector + difference decoder.
+
+    ``model(t1, t2)`` -> change probability (B, 1, H, W) (t1 = before, t2 = after, both
+    normalised float (B, in_chans, H, W), H and W multiples of ``patch_size``).
+    """
+
+    def __init__(self, embed_dim: int = 192, depth: int = 12, num_heads: int = 6, *,
+                 img_size: int = 256, patch_size: int = 16, in_chans: int = 3, mlp_ratio: float = 4.0,
+                 injector_heads: int = 8, decoder_decay: int = 4, detail_dropout: float = 0.01):
+        super().__init__()
+        if patch_size != 16:
+            raise GeovitError(f"ChangeViT patch_size={patch_size}: the decoder upsamples c5 to the "
+                              "1/8 detail map, so only patch_size=16 is supported")
+        if embed_dim % num_heads or embed_dim % injector_heads:
+            raise GeovitError(f"ChangeViT embed_dim={embed_dim} must be divisible by num_heads={num_heads} "
+                              f"and injector_heads={injector_heads}")
+        self.config = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, img_size=img_size,
+                           patch_size=patch_size, in_chans=in_chans, mlp_ratio=mlp_ratio,
+                           injector_heads=injector_heads, decoder_decay=decoder_decay,
+                           detail_dropout=detail_dropout)
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.vit = PlainViT(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio)
+        self.detail_capture = DetailCapture(in_chans, detail_dropout)
+        self.feature_injector = FeatureInjector(embed_dim, num_heads=injector_heads)
+        self.decoder = ChangeDecoder(embed_dim, decay=decoder_decay)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Spec §1.6: trunc-normal(0.02) ViT linears and pos table; Kaiming (fan_in, ReLU) convs
+        in injector fuse and decoder; transposed convs and injector linears keep PyTorch defaults."""
+        self.vit.apply(trunc_normal_init)
+        nn.init.trunc_normal_(self.vit.pos_embed, std=0.02)
+        convs = [self.feature_injector.fuse, *(m for m in self.decoder.modules() if type(m) is nn.Conv2d)]
+        for conv in convs:
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+
+    # ----------------------------------------------------------------------------- inputs
+    def check_inputs(self, t1: torch.Tensor, t2: torch.Tensor) -> None:
+        """Raise :class:`GeovitError` unless t1, t2 are equal-shape (B, in_chans, H, W) float
+        tensors with H and W positive multiples of the patch size."""
+        p = self.patch_size
+        for name, x in (("t1", t1), ("t2", t2)):
+            if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.in_chans:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise GeovitError(f"ChangeViT input {name}: expected a (B, {self.in_chans}, H, W) tensor, got {shape}")
+            if not x.is_floating_point():
+                raise GeovitError(f"ChangeViT input {name}: expected a normalised float tensor, got {x.dtype}")
+            h, w = x.shape[-2:]
+            if h == 0 or w == 0 or h % p or w % p:
+                raise GeovitError(f"ChangeViT input {name}: height and width must be positive multiples of {p}, "
+                                  f"got {h}x{w}; pad or crop to {max(p, math.ceil(h / p) * p)}x"
+                                  f"{max(p, math.ceil(w / p) * p)}")
+        if t1.shape != t2.shape:
+            raise GeovitError(f"ChangeViT inputs t1 {tuple(t1.shape)} and t2 {tuple(t2.shape)} must have the same shape")
+
+    # ----------------------------------------------------------------------------- forward
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One time step (shared weights): ``(c2, c3, c4, vit_c5, injected_c5)``."""
+        c2, c3, c4 = self.detail_capture(x)
+        c5 = self.vit(x)
+        return c2, c3, c4, c5, self.feature_injector(c5, (c2, c3, c4))
+
+    def _encode_pair(self, t1: torch.Tensor, t2: torch.Tensor):
+        if self.training:  # separate passes: BatchNorm statistics per time step, as the reference
+            return self.encode(t1), self.encode(t2)
+        both = self.encode(torch.cat([t1, t2], dim=0))  # eval: one batched pass, same result
+        return tuple(f[: t1.shape[0]] for f in both), tuple(f[t1.shape[0]:] for f in both)
+
+    def forward_intermediates(self, t1: torch.Tensor, t2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All features of one forward pass, named as in the conformance data.
+
+        Keys: ``pos_embed_interp`` (1, h*w, C); for ``s`` in ``t1, t2``: ``c2_s`` (B, 64, H/2, W/2),
+        ``c3_s`` (B, 128, H/4, W/4), ``c4_s`` (B, 256, H/8, W/8), ``vit_s`` (B, C, H/16, W/16),
+        ``inj_s`` (B, C, H/16, W/16); ``logits`` and ``prob`` (B, 1, H, W).
+        """
+        self.check_inputs(t1, t2)
+        f1, f2 = self._encode_pair(t1, t2)
+        out = {"pos_embed_interp": self.vit.interpolate_pos_embed(t1.shape[-2] // self.patch_size,
+                                                                  t1.shape[-1] // self.patch_size)}
+        for tag, feats in (("t1", f1), ("t2", f2)):
+            out.update({f"{name}_{tag}": f for name, f in zip(("c2", "c3", "c4", "vit", "inj"), feats)})
+        out["logits"] = self.decoder((*f1[:3], f1[4]), (*f2[:3], f2[4]))
+        out["prob"] = out["logits"].sigmoid()
+        return out
+
+    def forward_logits(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        """Change logits (B, 1, H, W) at full input resolution."""
+        self.check_inputs(t1, t2)
+        f1, f2 = self._encode_pair(t1, t2)
+        return self.decoder((*f1[:3], f1[4]), (*f2[:3], f2[4]))
+
+    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        """Change probability (B, 1, H, W) = sigmoid of :meth:`forward_logits`."""
+        return self.forward_logits(t1, t2).sigmoid()
+
+
+# --------------------------------------------------------------------------------- variants
+VARIANTS: dict[str, dict] = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=6),   # ChangeViT-T (DeiT-Ti width, 6 heads)
+    "small": dict(embed_dim=384, depth=12, num_heads=6),  # ChangeViT-S (DINOv2 ViT-S width)
+}
+
+
+def build(config: Mapping) -> ChangeViT:
+    """Rebuild a model from its ``model.config`` (constructor keyword arguments)."""
+    try:
+        return ChangeViT(**dict(config))
+    except TypeError as err:
+        raise GeovitError(f"ChangeViT config {dict(config)}: {err}") from None
+
+
+@register_model
+def changevit_tiny(**kwargs) -> ChangeViT:
+    """ChangeViT-T (11.7M used parameters), random init (no pretrained download offline)."""
+    return build({**VARIANTS["tiny"], **kwargs})
+
+
+@register_model
+def changevit_small(**kwargs) -> ChangeViT:
+    """ChangeViT-S (32.2M used parameters), random init (no pretrained download offline)."""
+    return build({**VARIANTS["small"], **kwargs})
+
+
+# --------------------------------------------------------------------------- official weights
+#: official key prefix -> geovit key prefix (first match wins).
+_KEY_MAP: tuple[tuple[str, str], ...] = (
+    ("encoder.vit.", "vit."),
+    ("encoder.resnet.", "detail_capture."),
+    ("decoder.structure_enhance.", "feature_injector."),
+    ("decoder.mlp.", "decoder.difference."),
+    ("decoder.classfier.", "decoder.head."),
+    ("decoder.up_c", "decoder.up_c"),
+)
+#: official keys that the reference stores but never uses in its forward pass.
+_UNUSED = re.compile(r"^(encoder\.vit\.mask_token|encoder\.resnet\.(layer4|fc)\..*)$")
+_ANCHOR = "encoder.vit.pos_embed"
+
+
+def _unwrap(state: Mapping) -> dict:
+    """Find the flat official state dict inside ``checkpoint.pth.tar``-style nesting and strip
+    wrapper prefixes (``module.``, ``model.`` ...)."""
+    for key in ("state_dict", "model", "model_state_dict"):
+        if key in state and isinstance(state[key], Mapping) and not isinstance(state[key], torch.Tensor):
+            return _unwrap(state[key])
+    anchors = [k for k in state if isinstance(k, str) and k.endswith(_ANCHOR)]
+    if not anchors:
+        sample = ", ".join(list(map(str, state))[:5])
+        raise CheckpointError(f"not a ChangeViT checkpoint: no '{_ANCHOR}' key (expected the official "
+                              f"encoder.vit.* / encoder.resnet.* / decoder.* layout); found keys such as {sample}")
+    prefix = min(anchors, key=len)[: -len(_ANCHOR)]
+    return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+
+
+def official_to_geovit(state: Mapping) -> dict[str, torch.Tensor]:
+    """Map official ChangeViT keys to geovit keys (unused ``mask_token``/``layer4``/``fc`` dropped).
+
+    Raises :class:`CheckpointError` naming any key that belongs to neither layout.
+    """
+    out = {}
+    for key, value in _unwrap(state).items():
+        if _UNUSED.match(key):
+            continue
+        for old, new in _KEY_MAP:
+            if key.startswith(old):
+                out[new + key[len(old):]] = value
+                break
+        else:
+            raise CheckpointError(f"unexpected key {key!r}: not part of the official ChangeViT layout")
+    return out
+
+
+def infer_config(state: Mapping[str, torch.Tensor], config: Mapping | None = None) -> dict:
+    """Constructor config for a geovit-keyed state dict; explicit ``config`` entries must agree.
+
+    ``embed_dim``, ``depth``, ``img_size``, ``in_chans`` come from tensor shapes; ``num_heads``
+    cannot be read off the weights and defaults to 6 (both official variants use 6).
+    """
+    config = dict(config or {})
+    try:
+        pos, patch = state["vit.pos_embed"], state["vit.patch_embed.proj.weight"]
+    except KeyError as err:
+        raise CheckpointError(f"missing key {err.args[0]!r} (official 'encoder.vit.*')") from None
+    grid = math.isqrt(pos.shape[1])
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"vit\.blocks\.(\d+)\.", k))}
+    inferred = dict(embed_dim=int(pos.shape[-1]), depth=max(blocks) + 1 if blocks else 0,
+                    img_size=grid * int(patch.shape[-1]), patch_size=int(patch.shape[-1]),
+                    in_chans=int(patch.shape[1]))
+    for key, value in inferred.items():
+        if key in config and config[key] != value:
+            raise CheckpointError(f"config {key}={config[key]!r} but the checkpoint's tensors imply {value!r}")
+    return {"num_heads": 6, **config, **inferred}
+
+
+def load_official(state_dict: Mapping, config: Mapping | None = None) -> ChangeViT:
+    """Build a :class:`ChangeViT` from an official ``best_model.pth`` state dict or a
+    ``checkpoint.pth.tar`` dict (``{"state_dict": ..., "epoch": ...}``), in eval mode.
+
+    ``config`` may give ``embed_dim, depth, num_heads`` (and other constructor kwargs); omitted
+    ones are inferred from the tensors where possible (``num_heads`` defaults to 6).
+    """
+    state = official_to_geovit(state_dict)
+    model = build(infer_config(state, config))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"{len(missing)} ChangeViT weights missing, e.g. {missing[:4]}")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{len(unexpected)} unexpected keys for this config, e.g. {unexpected[:4]}")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise CheckpointError(f"key {key!r}: shape {tuple(value.shape)}, expected {tuple(expected[key].shape)} "
+                                  f"for config {model.config}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    return model.eval()

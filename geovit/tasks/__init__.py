@@ -1,0 +1,1 @@
+"""Task heads, losses and metrics built on geovit backbones."""
