@@ -1,0 +1,267 @@
+"""Autoregressive rollout of VICON (specs/vicon.md §3; official ``rollout_strategy.py`` and
+``rollout_utils.py``; paper §4 "rollout strategies" and the imperfect-measurement experiments).
+
+The first ``gt_steps`` frames of each trajectory are given; every later frame is predicted. Each
+*step* builds a prompt from example pairs (always given frames) and one query pair
+(COND = a known frame, QoI = zeros), runs the full pipeline (normalise → model → de-normalise, see
+:meth:`pdes.vicon.VICON.predict`), writes the physical slots of the target frame and copies the
+node-type slot from frame 0. A query COND may be an earlier prediction.
+
+Strategies (names of the official config in brackets):
+
+* ``single_step`` (``fixed_single_step``): examples ``0→1, …, k−1→k`` (k = ``num_examples``),
+  query ``t−1 → t``.
+* ``multi_norepeat`` / ``multi_repeat`` (``fixed_multi_step_norepeat`` / ``_repeat``) with
+  ``max_stride`` = s_max: the k-th predicted frame uses stride ``s = min(k, s_max)`` and query
+  ``t−s → t``; the examples are the pairs ``q−s → q`` of the last ``n = min(num_examples, gt−s)``
+  given frames ``q``. ``repeat`` tiles them to exactly ``num_examples`` (earlier pairs get the extra
+  copies, time-sorted), ``norepeat`` uses the ``n`` pairs (a shorter prompt).
+* Dropped frames (``dropped_mask``, True = unavailable): the available frames are the not-dropped
+  ones before ``gt_steps``; examples for stride ``s`` are pairs of available frames exactly ``s``
+  apart (enumerated as the official code, which skips pairs starting among the last ``s``
+  available frames), repeated in place to ``num_examples`` or cut to the first ``num_examples``.
+  Prediction starts right after the last available frame. Single-step mode uses the fixed stride
+  ``max_stride``; multi-step mode takes the largest stride ≤ min(distance from the last available
+  frame, s_max, largest stride with pairs) whose COND frame is known; targets with none are skipped
+  (``repeat`` and ``norepeat`` coincide here, as in the official code).
+
+Public API::
+
+    steps = make_strategy("multi_repeat", num_frames=21, gt_steps=10, num_examples=9, max_stride=5,
+                          dropped_mask=None)                    # list[Step]
+    result = rollout(model, trajectories, channel_mask, "multi_repeat", gt_steps=10, num_examples=9,
+                     max_stride=5, dropped_mask=None, batch_size=None, progress=False)
+        # trajectories (B, T, C, H, W) raw fields (last slot node type); channel_mask (B, C) or (C,);
+        # dropped_mask None, (T,) or (B, T) bool -> RolloutResult
+    result.future        # (B, T - gt_steps, C, H, W) predicted frames gt_steps..T-1
+    result.frames        # (B, T, C, H, W): available given frames + predictions (zeros elsewhere)
+    result.predicted     # (B, T) bool: frames written by the rollout
+    persistence(trajectories, gt_steps)   # baseline: every future frame = the last given frame
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from geovit.errors import GeovitError
+
+#: geovit name -> official ``rollout.strategy`` name
+STRATEGIES: dict[str, str] = {
+    "single_step": "fixed_single_step",
+    "multi_norepeat": "fixed_multi_step_norepeat",
+    "multi_repeat": "fixed_multi_step_repeat",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rollout step: example pairs ``demo_cond[j] → demo_qoi[j]`` and query ``query_cond → query_qoi``."""
+
+    demo_cond: tuple[int, ...]
+    demo_qoi: tuple[int, ...]
+    query_cond: int
+    query_qoi: int
+
+
+def _strategy_name(name: str) -> str:
+    official = {v: k for k, v in STRATEGIES.items()}
+    if name in official:
+        return official[name]
+    if name not in STRATEGIES:
+        raise GeovitError(f"rollout strategy {name!r}: expected one of {', '.join(STRATEGIES)} "
+                          f"(or the official {', '.join(official)})")
+    return name
+
+
+def _repeat_in_place(items: Sequence, count: int) -> list:
+    """Each item repeated consecutively so that there are ``count`` (earlier items get the extras)."""
+    n = len(items)
+    copies = [count // n + (j < count % n) for j in range(n)]
+    return [item for item, c in zip(items, copies) for _ in range(c)]
+
+
+def single_step_strategy(num_frames: int, gt_steps: int, num_examples: int) -> list[Step]:
+    if num_examples > gt_steps - 1:
+        raise GeovitError(f"single_step: num_examples={num_examples} example pairs 0→1 … need "
+                          f"gt_steps >= {num_examples + 1} given frames, got gt_steps={gt_steps}")
+    cond = tuple(range(num_examples))
+    qoi = tuple(t + 1 for t in cond)
+    return [Step(cond, qoi, t - 1, t) for t in range(gt_steps, num_frames)]
+
+
+def multi_step_strategy(num_frames: int, gt_steps: int, num_examples: int, max_stride: int, repeat: bool) -> list[Step]:
+    if gt_steps < max_stride + 1:
+        raise GeovitError(f"multi-step rollout: max_stride={max_stride} needs gt_steps >= {max_stride + 1} "
+                          f"given frames (one example pair of the largest stride), got gt_steps={gt_steps}")
+    examples = {}
+    for s in range(1, max_stride + 1):
+        n = min(num_examples, gt_steps - s)
+        qoi = list(range(gt_steps - n, gt_steps))
+        if repeat:
+            qoi = _repeat_in_place(qoi, num_examples)
+        examples[s] = (tuple(q - s for q in qoi), tuple(qoi))
+    steps = []
+    for t in range(gt_steps, num_frames):
+        s = min(t - gt_steps + 1, max_stride)
+        steps.append(Step(*examples[s], t - s, t))
+    return steps
+
+
+def available_pairs(available: Sequence[int], stride: int, num_examples: int) -> list[tuple[int, int]]:
+    """Example pairs ``(a, a+stride)`` of available frames, as the official ``get_available_pairs``."""
+    avail = sorted(available)
+    present = set(avail)
+    pairs = [(a, a + stride) for a in avail[: max(len(avail) - stride, 0)] if a + stride in present]
+    if not pairs:
+        return []
+    if len(pairs) < num_examples:
+        pairs = _repeat_in_place(pairs, num_examples)
+    return pairs[:num_examples]
+
+
+def dropped_strategy(
+    num_frames: int, gt_steps: int, num_examples: int, max_stride: int, available: Sequence[int], multi_step: bool,
+) -> list[Step]:
+    avail = sorted(t for t in available if t < gt_steps)
+    if not avail:
+        raise GeovitError(f"dropped_mask: no available frame among the first gt_steps={gt_steps}")
+    strides = range(1, max_stride + 1) if multi_step else [max_stride]
+    pairs = {s: p for s in strides if (p := available_pairs(avail, s, num_examples))}
+    if not pairs:
+        raise GeovitError(f"dropped_mask: available frames {avail} contain no pair "
+                          f"{'with a stride up to' if multi_step else 'of stride'} {max_stride}")
+    start, known, steps = avail[-1], set(avail), []
+    for t in range(start + 1, num_frames):
+        limit = min(t - start, max_stride, max(pairs)) if multi_step else max_stride
+        stride = next((s for s in sorted(pairs, reverse=True) if s <= limit and t - s in known), None)
+        if stride is None:
+            continue
+        steps.append(Step(tuple(a for a, _ in pairs[stride]), tuple(b for _, b in pairs[stride]), t - stride, t))
+        known.add(t)
+    return steps
+
+
+def make_strategy(
+    name: str, num_frames: int, gt_steps: int = 10, num_examples: int = 9, max_stride: int = 1,
+    dropped_mask: Sequence[bool] | torch.Tensor | None = None,
+) -> list[Step]:
+    """The list of rollout steps of strategy ``name`` for trajectories of ``num_frames`` frames."""
+    name = _strategy_name(name)
+    if num_frames <= gt_steps:
+        raise GeovitError(f"trajectories have {num_frames} frames; a rollout given gt_steps={gt_steps} frames "
+                          f"needs at least {gt_steps + 1}")
+    if num_examples < 1 or max_stride < 1 or gt_steps < 1:
+        raise GeovitError(f"rollout: num_examples={num_examples}, max_stride={max_stride}, gt_steps={gt_steps} "
+                          "must all be >= 1")
+    if dropped_mask is not None:
+        dropped = torch.as_tensor(dropped_mask, dtype=torch.bool).flatten()
+        if dropped.numel() != num_frames:
+            raise GeovitError(f"dropped_mask: expected {num_frames} entries (one per frame), got {dropped.numel()}")
+        available = [int(t) for t in torch.nonzero(~dropped).flatten()]
+        return dropped_strategy(num_frames, gt_steps, num_examples, max_stride, available, name != "single_step")
+    if name == "single_step":
+        return single_step_strategy(num_frames, gt_steps, num_examples)
+    return multi_step_strategy(num_frames, gt_steps, num_examples, max_stride, repeat=name == "multi_repeat")
+
+
+@dataclass
+class RolloutResult:
+    """Rollout output: ``frames`` (B, T, C, H, W), ``predicted`` (B, T) bool, ``gt_steps``."""
+
+    frames: torch.Tensor
+    predicted: torch.Tensor
+    gt_steps: int
+
+    @property
+    def future(self) -> torch.Tensor:
+        """Predicted frames ``gt_steps … T−1``, (B, T − gt_steps, C, H, W)."""
+        return self.frames[:, self.gt_steps:]
+
+
+def _run_steps(model, frames: torch.Tensor, channel_mask: torch.Tensor, steps: list[Step], progress: bool) -> None:
+    """Run ``steps`` in place on ``frames`` (B, T, C, H, W) — one shared strategy for the batch."""
+    node_type = frames[:, 0, -1].clone()
+    iterator = steps
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(steps, desc="rollout", unit="frame", leave=False)
+    for step in iterator:
+        cond = frames[:, list(step.demo_cond) + [step.query_cond]]
+        qoi = torch.cat([frames[:, list(step.demo_qoi)], torch.zeros_like(frames[:, :1])], dim=1)
+        pred = model.predict(cond, qoi, channel_mask, last_only=True)
+        frames[:, step.query_qoi, :-1] = pred[:, 0]
+        frames[:, step.query_qoi, -1] = node_type
+
+
+@torch.no_grad()
+def rollout(
+    model, trajectories: torch.Tensor, channel_mask, strategy: str | list[Step] = "single_step", *,
+    gt_steps: int = 10, num_examples: int = 9, max_stride: int = 1, dropped_mask=None,
+    batch_size: int | None = None, progress: bool = False,
+) -> RolloutResult:
+    """Roll ``model`` forward on ``trajectories`` from their first ``gt_steps`` frames.
+
+    ``strategy`` is a name (see :data:`STRATEGIES`) or an explicit list of :class:`Step`.
+    ``dropped_mask`` (T,) or (B, T), True = frame unavailable, selects the dropped-frame variants;
+    trajectories sharing a mask are rolled out together. ``batch_size`` bounds how many
+    trajectories go through the model at once.
+    """
+    if trajectories.ndim != 5:
+        raise GeovitError(f"trajectories: expected (batch, time, channels, H, W), got shape {tuple(trajectories.shape)}")
+    B, T = trajectories.shape[:2]
+    if T <= gt_steps:
+        raise GeovitError(f"trajectories have {T} frames; a rollout given gt_steps={gt_steps} frames needs at "
+                          f"least {gt_steps + 1}")
+    given = trajectories[:, :gt_steps]
+    if not torch.isfinite(given).all():
+        bad = sorted({int(i) for i in torch.nonzero(~torch.isfinite(given))[:, 0]})
+        raise GeovitError(f"trajectories {bad[:10]}: non-finite values among the first gt_steps={gt_steps} frames")
+    device = next(model.parameters()).device
+    mask = torch.as_tensor(channel_mask, device=device)
+    mask = mask.expand(B, -1) if mask.ndim == 1 else mask
+    if tuple(mask.shape) != (B, trajectories.shape[2]):
+        raise GeovitError(f"channel_mask: expected ({B}, {trajectories.shape[2]}) or ({trajectories.shape[2]},), "
+                          f"got {tuple(mask.shape)}")
+    if not (mask[:, :-1] != 0).any(dim=1).all():
+        raise GeovitError("channel_mask: some trajectory has no active field slot (all zeros before the node-type slot)")
+
+    if dropped_mask is None:
+        groups = [(torch.arange(B), None)]
+    else:
+        drops = torch.as_tensor(dropped_mask, dtype=torch.bool).cpu()
+        drops = drops.expand(B, -1) if drops.ndim == 1 else drops
+        if tuple(drops.shape) != (B, T):
+            raise GeovitError(f"dropped_mask: expected ({T},) or ({B}, {T}), got {tuple(drops.shape)}")
+        unique, inverse = torch.unique(drops, dim=0, return_inverse=True)
+        groups = [(torch.nonzero(inverse == g).flatten(), unique[g]) for g in range(len(unique))]
+
+    frames = torch.zeros_like(trajectories, device=device)
+    predicted = torch.zeros(B, T, dtype=torch.bool)
+    for rows, drop in groups:
+        steps = strategy if isinstance(strategy, list) else make_strategy(
+            strategy, T, gt_steps, num_examples, max_stride, drop)
+        if steps and max(len(s.demo_cond) for s in steps) + 1 > model.max_pairs:
+            raise GeovitError(f"rollout: prompts of {max(len(s.demo_cond) for s in steps)} examples + 1 query exceed "
+                              f"the model's max_pairs={model.max_pairs}; use num_examples <= {model.max_pairs - 1}")
+        keep = torch.ones(gt_steps, dtype=torch.bool) if drop is None else ~drop[:gt_steps]
+        chunk = batch_size or len(rows)
+        for start in range(0, len(rows), chunk):
+            idx = rows[start:start + chunk]
+            part = torch.zeros_like(trajectories[idx], device=device)
+            part[:, :gt_steps][:, keep] = trajectories[idx][:, :gt_steps][:, keep].to(device)
+            _run_steps(model, part, mask[idx.to(device)], steps, progress)
+            frames[idx.to(device)] = part
+        for step in steps:
+            predicted[rows, step.query_qoi] = True
+    return RolloutResult(frames=frames, predicted=predicted.to(device), gt_steps=gt_steps)
+
+
+def persistence(trajectories: torch.Tensor, gt_steps: int) -> torch.Tensor:
+    """Baseline: every frame after ``gt_steps`` is the last given frame, (B, T − gt_steps, C, H, W)."""
+    B, T = trajectories.shape[:2]
+    if T <= gt_steps:
+        raise GeovitError(f"trajectories have {T} frames; need more than gt_steps={gt_steps}")
+    return trajectories[:, gt_steps - 1 : gt_steps].expand(B, T - gt_steps, *trajectories.shape[2:]).clone()
