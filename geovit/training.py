@@ -97,10 +97,28 @@ def _atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
+def _progress_bar(banner: str | None):
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    class BannerProgressBar(TQDMProgressBar):
+        """Lightning's tqdm bar whose descriptions start with ``banner`` (e.g. "[SYNTHETIC DATA]")."""
+
+        @property
+        def train_description(self) -> str:
+            return f"{banner} Training" if banner else "Training"
+
+        @property
+        def validation_description(self) -> str:
+            return f"{banner} Validation" if banner else "Validation"
+
+    return BannerProgressBar(refresh_rate=1 if os.environ.get("CI") is None else 50)
+
+
 def build_trainer(
     args: argparse.Namespace,
     out: Path,
     *,
+    banner: str | None = None,
     monitor: str | None = None,
     mode: str = "max",
     callbacks: Iterable = (),
@@ -108,13 +126,17 @@ def build_trainer(
     max_epochs: int | None = None,
     **trainer_kwargs,
 ):
-    """A Trainer with progress bar, CSV + TensorBoard logs and atomic checkpoints under ``out``."""
+    """A Trainer with progress bar, CSV + TensorBoard logs and atomic checkpoints under ``out``.
+
+    ``banner`` prefixes the progress-bar descriptions (every line then says e.g. that the data are
+    synthetic). ``monitor``/``mode`` choose the ``best-*.ckpt`` kept besides ``last.ckpt``.
+    """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     ckpt_dir = out / "checkpoints"
-    cbs = [TQDMProgressBar(refresh_rate=1 if os.environ.get("CI") is None else 50)]
+    cbs = [_progress_bar(banner)]
     cbs.append(ModelCheckpoint(
         dirpath=ckpt_dir, filename="best-{epoch}-{step}", monitor=monitor, mode=mode,
         save_top_k=1 if monitor else 0, save_last=True,

@@ -221,7 +221,7 @@ def train_val_split(dataset: Dataset, val_fraction: float = 0.2, seed: int = 0) 
     return Subset(dataset, perm[n_val:]), Subset(dataset, perm[:n_val])
 
 
-def normalization(version: str = "2", bands: str | Sequence[str] | None = None):
+def normalization(version: str = "2"):
     """The per-band z-score transform with the statistics of ``version`` (indexed by absolute id)."""
     from geovit.data.transforms import Normalize
 
@@ -314,3 +314,49 @@ def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = Non
                 f.create_dataset("label", data=onehot)
                 f.attrs["geovit_synthetic"] = "SYNTHETIC So2Sat-format data written by geovit; not the real release"
     return root
+
+
+# -- loaders for the training commands -------------------------------------------------------------
+SYNTHETIC_BANNER = "[SYNTHETIC DATA]"
+
+
+def resolve_data_root(data: str | os.PathLike | None, out: Path, num_samples: int = 2048, seed: int = 0) -> tuple[Path, bool]:
+    """``(root, synthetic)``: ``data`` as given, or a synthetic So2Sat set under ``out`` (written once)."""
+    if data is not None:
+        return Path(data), False
+    root = Path(out) / "synthetic_so2sat"
+    if not (root / FILENAMES["2"]["test"]).is_file():
+        print(f"{SYNTHETIC_BANNER} no --data given: writing a synthetic So2Sat-format set to {root}")
+        write_synthetic(root, num_samples=num_samples, seed=seed)
+    print(f"{SYNTHETIC_BANNER} using synthetic So2Sat-format data in {root} (not the real release)")
+    return root, True
+
+
+def make_dataloaders(root: str | os.PathLike, *, version: str = "2", bands: str | Sequence[str] | None = None,
+                     batch_size: int = 64, num_workers: int = 0, seed: int = 0, augment: bool = True,
+                     splits: Sequence[str] = ("train", "validation")):
+    """DataLoaders (normalised; train split augmented and shuffled with a seeded generator).
+
+    For v3 versions "validation" is a seeded 80/20 split of the training file, as torchgeo does.
+    """
+    from torch.utils.data import DataLoader
+
+    from geovit.data.transforms import Compose, RandomFlipRotate
+
+    norm = normalization(version)
+    aug = Compose([RandomFlipRotate(), norm]) if augment else norm
+    loaders = []
+    for split in splits:
+        transform = aug if split == "train" else norm
+        v3_train_or_val = "validation" not in FILENAMES[version] and split in ("train", "validation")
+        if v3_train_or_val:  # v3 has no validation file: seeded 80/20 split of training.h5
+            train_part, val_part = train_val_split(So2Sat(root, "train", version, bands=bands, transform=transform), 0.2, seed=0)
+            ds: Dataset = train_part if split == "train" else val_part
+        else:
+            ds = So2Sat(root, split, version, bands=bands, transform=transform)
+        loaders.append(DataLoader(
+            ds, batch_size=batch_size, shuffle=split == "train", drop_last=split == "train" and len(ds) > batch_size,
+            num_workers=num_workers, persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(seed) if split == "train" else None,
+        ))
+    return loaders
