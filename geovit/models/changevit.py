@@ -237,15 +237,24 @@ def official_to_geovit(state: Mapping) -> dict[str, torch.Tensor]:
     """
     out = {}
     for key, value in _unwrap(state).items():
-        if _UNUSED.match(key):
-            continue
-        for old, new in _KEY_MAP:
-            if key.startswith(old):
-                out[new + key[len(old):]] = value
-                break
-        else:
-            raise CheckpointError(f"unexpected key {key!r}: not part of the official ChangeViT layout")
+        if not _UNUSED.match(key):
+            out[_geovit_key(key)] = value
     return out
+
+
+def _geovit_key(key: str) -> str:
+    for old, new in _KEY_MAP:
+        if key.startswith(old):
+            return new + key[len(old):]
+    raise CheckpointError(f"unexpected key {key!r}: not part of the official ChangeViT layout")
+
+
+def _official_key(key: str) -> str:
+    """Inverse of :func:`_geovit_key`, for error messages in the user's key names."""
+    for old, new in _KEY_MAP:
+        if key.startswith(new):
+            return old + key[len(new):]
+    return key
 
 
 def infer_config(state: Mapping[str, torch.Tensor], config: Mapping | None = None) -> dict:
@@ -258,8 +267,11 @@ def infer_config(state: Mapping[str, torch.Tensor], config: Mapping | None = Non
     try:
         pos, patch = state["vit.pos_embed"], state["vit.patch_embed.proj.weight"]
     except KeyError as err:
-        raise CheckpointError(f"missing key {err.args[0]!r} (official 'encoder.vit.*')") from None
-    grid = math.isqrt(pos.shape[1])
+        raise CheckpointError(f"missing key {_official_key(err.args[0])!r}") from None
+    grid = math.isqrt(pos.shape[1]) if pos.ndim == 3 else 0
+    if grid == 0 or grid * grid != pos.shape[1]:
+        raise CheckpointError(f"key 'encoder.vit.pos_embed': shape {tuple(pos.shape)}, expected (1, g*g, C) "
+                              "for a square g x g patch grid without class token")
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"vit\.blocks\.(\d+)\.", k))}
     inferred = dict(embed_dim=int(pos.shape[-1]), depth=max(blocks) + 1 if blocks else 0,
                     img_size=grid * int(patch.shape[-1]), patch_size=int(patch.shape[-1]),
@@ -282,13 +294,16 @@ def load_official(state_dict: Mapping, config: Mapping | None = None) -> ChangeV
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise CheckpointError(f"{len(missing)} ChangeViT weights missing, e.g. {missing[:4]}")
+        raise CheckpointError(f"{len(missing)} ChangeViT weights missing, e.g. "
+                              f"{[_official_key(k) for k in missing[:4]]}")
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
-        raise CheckpointError(f"{len(unexpected)} unexpected keys for this config, e.g. {unexpected[:4]}")
+        raise CheckpointError(f"{len(unexpected)} keys do not fit config {model.config}, e.g. "
+                              f"{[_official_key(k) for k in unexpected[:4]]}")
     for key, value in state.items():
         if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"key {key!r}: shape {tuple(value.shape)}, expected {tuple(expected[key].shape)} "
+            raise CheckpointError(f"key {_official_key(key)!r}: shape {tuple(value.shape)}, expected "
+                                  f"{tuple(expected[key].shape)} "
                                   f"for config {model.config}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     return model.eval()
