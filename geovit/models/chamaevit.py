@@ -1,0 +1,725 @@
+"""ChA-MAEViT: channel-aware masked autoencoding for multi-channel ViTs.
+
+Pham, Caicedo, Plummer, "ChA-MAEViT: Unifying Channel-Aware Masked Autoencoders and
+Multi-Channel Vision Transformers for Improved Cross-Channel Learning", NeurIPS 2025
+(arXiv 2503.19331); official code github.com/chaudatascience/cha_mae_vit. Written from the paper
+and the dossier ``specs/chamaevit.md`` (facts only).
+
+* §3 encoder: ChannelViT-style tokens -- one shared p×p patch projection, a learned channel token
+  (orthogonal init) *added* to every patch of its channel, channel-major token order; a CLS token
+  and memory tokens that take part in every encoder and decoder layer but are never pooled; one
+  spatial positional table shared by all channels, resampled DINO-style (bicubic with
+  ``scale_factor=(g'+0.1)/g``) whenever more than one channel is present, even at native size;
+  pre-norm blocks with LayerScale (timm ``Block``, fused attention).
+* §3.1 Dynamic Channel-Patch masking: :mod:`geovit.models.chamae_masking`.
+* §3.2 hybrid token fusion: a learned query cross-attends the final patch tokens (Set-Transformer
+  MAB, heads concatenated along the *token* axis, scale 1/√D as the official code), then
+  ``cls * sigmoid(o)`` (``cls_attn_pooling_sigmoid``) or ``cls + o`` (``cls_attn_pooling``);
+  the paper's MLP after the fusion is the classifier head Linear(D,4D)-GELU-Linear(4D,K).
+* §3.3 channel-aware decoder: a single decoder for all channels; visible outputs + mask tokens,
+  un-shuffled, with the *encoder's* channel tokens and positions added; per-channel patch
+  reconstruction (Linear D -> p²).
+* §3.4 losses (:mod:`geovit.models.chamae_losses`):
+  ``loss = mae_λ·[(1-λf)·recon + λf·fourier] + ce_λ·CE + proxy_λ·proxy + w_tok·token_div +
+  w_ch·channel_div``.
+
+Interfaces: ``model(x, channels=ids, channel_mask=None)`` is the downstream path (no masking, as
+the official ``eval()`` forward) and returns logits, or the fused feature when
+``num_classes == 0``; :meth:`ChAMAEViT.pretrain_step` runs the joint objective with DCP masking.
+State-dict keys equal the official ones, so :func:`load_official` is a strict load.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from functools import partial
+from typing import Any, Mapping, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from geovit.errors import CheckpointError, GeovitError
+from geovit.models import register_model
+from geovit.models.chamae_losses import (
+    fourier_loss, norm_pix, patchify, proxy_loss, reconstruction_loss, token_diversification_loss, unpatchify,
+)
+from geovit.models.chamae_masking import (
+    DCPMasks, check_mask_ratio, check_strategy_probabilities, dynamic_channel_patch_masking, sample_dcp_strategy,
+)
+from geovit.models.layers import resample_pos_grid_dino, trunc_normal_init
+
+__all__ = ["ChAMAEViT", "DCPMasks", "build", "load_official"]
+
+POOLINGS = ("cls_attn_pooling_sigmoid", "cls_attn_pooling", "cls_token")
+MAE_LOSS_NORMS = ("norm_pix_loss", "instance_norm", None)
+
+#: Channel-aware decoder settings (the ``decoder`` block of the official config). Depth 1 and
+#: 16 heads as every official run; DCP "Alternate" (0.5 / 0.5, r = 0.75) as the official yaml.
+DEFAULT_DECODER: dict[str, Any] = {
+    "depth": 1, "num_heads": 16, "mlp_ratio": 4.0, "qkv_bias": False, "embed_dim": None,
+    "dcp_mask_ratio": 0.75, "dcp_p_patch": 0.5, "dcp_p_channel": 0.5, "dcp_at_least_mask_one_channel": False,
+}
+#: official decoder keys that carry no information for geovit (accepted, then dropped).
+_DECODER_IGNORED = ("decoder_type", "norm_layer", "mask_recon_fourier_loss")
+
+
+_norm_layer = partial(nn.LayerNorm, eps=1e-6)
+
+
+class PatchEmbedPerChannel(nn.Module):
+    """Shared single-channel p×p patch projection plus one learned token per channel id (§3).
+
+    ``proj`` is the official ``Conv3d(1, D, (1, p, p))`` (kept for its state-dict layout) and is
+    applied as a 2-D convolution over every channel. ``channel_tokens`` is (1, D, Cmax, 1, 1).
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, channel_tokens_init: str = "orthogonal"):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv3d(1, embed_dim, kernel_size=(1, patch_size, patch_size), stride=(1, patch_size, patch_size))
+        self.channel_tokens = nn.Parameter(torch.zeros(1, embed_dim, in_chans, 1, 1))
+        if channel_tokens_init == "orthogonal":
+            table = torch.empty(embed_dim, in_chans)
+            nn.init.orthogonal_(table)  # orthonormal columns: one per channel
+            with torch.no_grad():
+                self.channel_tokens[0, :, :, 0, 0].copy_(table)
+        elif channel_tokens_init == "random":
+            nn.init.trunc_normal_(self.channel_tokens, std=0.02)
+        elif channel_tokens_init != "zero":
+            raise GeovitError(f"channel_tokens_init: {channel_tokens_init!r}, expected 'orthogonal', 'random' or 'zero'")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> raw patch embeddings (B, C, P, D), before channel tokens are added."""
+        b, c, h, w = x.shape
+        weight = self.proj.weight.squeeze(2)  # (D, 1, p, p)
+        out = F.conv2d(x.reshape(b * c, 1, h, w), weight, self.proj.bias, stride=self.patch_size)
+        return out.reshape(b, c, out.shape[1], -1).transpose(2, 3)
+
+    def tokens_for(self, ids: Tensor, valid: Tensor | None) -> Tensor:
+        """Channel tokens (n, C, D) for absolute ids (n, C); padding slots get a zero token."""
+        table = self.channel_tokens[0, :, :, 0, 0].t()  # (Cmax, D)
+        tokens = table[ids]
+        return tokens if valid is None else tokens * valid[..., None].to(tokens.dtype)
+
+
+class HybridTokenFusion(nn.Module):
+    """Attention pooling of the patch tokens by a learned query (the official ``MAB``, §3.2).
+
+    Q = fc_q(query), K = fc_k(X), V = fc_v(X); the h heads are stacked along the token axis, so
+    the one query of each head attends over all h·L head-keys, with scale 1/√D; then
+    O = Q + softmax(QKᵀ/√D)V re-assembled to (B, 1, D), and O + ReLU(fc_o(O)).
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.dim, self.num_heads = dim, num_heads
+        self.fc_q = nn.Linear(dim, dim)
+        self.fc_k = nn.Linear(dim, dim)
+        self.fc_v = nn.Linear(dim, dim)
+        self.fc_o = nn.Linear(dim, dim)
+
+    def forward(self, query: Tensor, x: Tensor) -> Tensor:
+        b, length, d = x.shape
+        h, dh = self.num_heads, d // self.num_heads
+        q = self.fc_q(query).reshape(1, h, dh).expand(b, h, dh)                # (B, h, dh)
+        k = self.fc_k(x).reshape(b, length, h, dh).transpose(1, 2).reshape(b, h * length, dh)
+        v = self.fc_v(x).reshape(b, length, h, dh).transpose(1, 2).reshape(b, h * length, dh)
+        o = q + F.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(d))
+        o = o.reshape(b, 1, d)
+        return o + F.relu(self.fc_o(o))
+
+
+class ChannelAwareDecoder(nn.Module):
+    """One decoder shared by all channels (§3.3); no LayerScale, key mask = channel padding only."""
+
+    def __init__(self, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool):
+        super().__init__()
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.blocks = nn.ModuleList([
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, norm_layer=_norm_layer,
+                  act_layer=nn.GELU) for _ in range(depth)
+        ])
+        self.norm = _norm_layer(embed_dim)
+
+    def forward(self, latent: Tensor, ind_restore: Tensor, channel_tokens: Tensor, pos_embed: Tensor,
+                num_extra_tokens: int, attn_mask: Tensor | None) -> Tensor:
+        """``latent`` (B, E + N_vis, D) projected encoder output -> decoder tokens (B, E + L, D)."""
+        b, _, d = latent.shape
+        length = ind_restore.shape[1]
+        visible = latent[:, num_extra_tokens:]
+        filler = self.mask_token.expand(b, length - visible.shape[1], d)
+        patches = torch.cat([visible, filler], dim=1)
+        patches = torch.gather(patches, 1, ind_restore[..., None].expand(-1, -1, d))  # un-shuffle
+        patches = patches + channel_tokens
+        x = torch.cat([latent[:, :num_extra_tokens], patches], dim=1) + pos_embed
+        for blk in self.blocks:
+            x = blk(x, attn_mask=attn_mask)
+        return self.norm(x)
+
+
+class _Channels(NamedTuple):
+    ids: Tensor            # (1, C) shared or (B, C) per sample, long; padding slots hold 0
+    valid: Tensor | None   # (B, C) bool for padded batches
+
+
+def _key_mask(num_extra: int, tokens_valid: Tensor) -> Tensor:
+    """Boolean key mask (B, 1, 1, E + N): extra tokens always attendable."""
+    extra = torch.ones(tokens_valid.shape[0], num_extra, dtype=torch.bool, device=tokens_valid.device)
+    return torch.cat([extra, tokens_valid.bool()], dim=1)[:, None, None, :]
+
+
+class ChAMAEViT(nn.Module):
+    """ChA-MAEViT encoder, hybrid token fusion, classifier head and channel-aware decoder.
+
+    Constructor keywords are the official ones (``decoder`` is a dict, see
+    :data:`DEFAULT_DECODER`). Class defaults are the official yaml's, with the settings every
+    official run uses where the yaml holds a placeholder (LayerScale ``init_values=1``, decoder
+    depth 1, λ_task = 0.01). ``in_chans`` is the size of the channel table (channel ids
+    ``0..in_chans-1``); an input may carry any subset of it, in any order.
+    """
+
+    def __init__(
+        self, img_size: int | tuple[int, int] | list[int] = 224, patch_size: int = 16, in_chans: int = 8,
+        num_classes: int = 0, embed_dim: int = 384, depth: int = 11, num_heads: int = 6, mlp_ratio: float = 4.0,
+        qkv_bias: bool = True, encoder_pooling: str = "cls_attn_pooling_sigmoid", num_memory_tokens: int = 4,
+        init_values: float | None = 1.0, channel_tokens_init: str = "orthogonal", decoder: Mapping | None = None,
+        mae_lambda: float = 0.99, mae_loss_norm: str | None = "norm_pix_loss", mae_recon_fourier_lambda: float = 0.01,
+        mask_recon_fourier_loss: bool = True, cross_entropy_lambda: float = 0.01, cross_entropy_temperature: float = 5.0,
+        proxy_loss_lambda: float = 0.0, proxy_temperature: float = 0.11, num_proxies: int = 0,
+        use_proxy_head: bool = False, diverse_patch_token_weight: float = 1e-5, diverse_patch_token_gamma_s: float = 1.0,
+        diverse_patch_token_gamma_d: float = 4.0, diverse_channel_token_weight: float = 1e-4,
+        diverse_channel_token_temperature: float = 0.1,
+    ):
+        super().__init__()
+        size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
+        if len(size) != 2 or size[0] != size[1] or size[0] % patch_size:
+            raise GeovitError(f"img_size: {img_size}, expected a square size divisible by patch_size={patch_size}")
+        if encoder_pooling not in POOLINGS:
+            raise GeovitError(f"encoder_pooling: {encoder_pooling!r}, expected one of {POOLINGS}")
+        if mae_loss_norm not in MAE_LOSS_NORMS:
+            raise GeovitError(f"mae_loss_norm: {mae_loss_norm!r}, expected one of {MAE_LOSS_NORMS}")
+        if embed_dim % num_heads:
+            raise GeovitError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        dec = {**DEFAULT_DECODER, **{k: v for k, v in dict(decoder or {}).items() if k not in _DECODER_IGNORED}}
+        unknown = sorted(set(dec) - set(DEFAULT_DECODER))
+        if unknown:
+            raise GeovitError(f"decoder: unknown keys {unknown}; expected some of {sorted(DEFAULT_DECODER)}")
+        if dec["embed_dim"] not in (None, embed_dim):
+            raise GeovitError(f"decoder.embed_dim={dec['embed_dim']}: the channel-aware decoder adds the encoder's "
+                              f"channel tokens and positions, so it must equal embed_dim={embed_dim} (or be null)")
+        check_mask_ratio(dec["dcp_mask_ratio"], "decoder.dcp_mask_ratio")
+        check_strategy_probabilities(dec["dcp_p_patch"], dec["dcp_p_channel"])
+
+        self.config = {
+            "img_size": size[0], "patch_size": patch_size, "in_chans": in_chans, "num_classes": num_classes,
+            "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads, "mlp_ratio": float(mlp_ratio),
+            "qkv_bias": bool(qkv_bias), "encoder_pooling": encoder_pooling, "num_memory_tokens": num_memory_tokens,
+            "init_values": init_values, "channel_tokens_init": channel_tokens_init, "decoder": dec,
+            "mae_lambda": mae_lambda, "mae_loss_norm": mae_loss_norm, "mae_recon_fourier_lambda": mae_recon_fourier_lambda,
+            "mask_recon_fourier_loss": mask_recon_fourier_loss, "cross_entropy_lambda": cross_entropy_lambda,
+            "cross_entropy_temperature": cross_entropy_temperature, "proxy_loss_lambda": proxy_loss_lambda,
+            "proxy_temperature": proxy_temperature, "num_proxies": num_proxies, "use_proxy_head": use_proxy_head,
+            "diverse_patch_token_weight": diverse_patch_token_weight,
+            "diverse_patch_token_gamma_s": diverse_patch_token_gamma_s,
+            "diverse_patch_token_gamma_d": diverse_patch_token_gamma_d,
+            "diverse_channel_token_weight": diverse_channel_token_weight,
+            "diverse_channel_token_temperature": diverse_channel_token_temperature,
+        }
+        self.img_size, self.patch_size, self.in_chans = size[0], patch_size, in_chans
+        self.num_features = self.embed_dim = embed_dim
+        self.num_classes = num_classes
+        self.encoder_pooling = encoder_pooling
+        self.num_memory_tokens = num_memory_tokens
+        self.num_extra_tokens = 1 + num_memory_tokens
+        self.grid_size = size[0] // patch_size
+        self.num_patches_per_channel = self.grid_size ** 2
+        # DCP settings live on the instance (the official attributes; tests force strategies with them).
+        self.dcp_mask_ratio = dec["dcp_mask_ratio"]
+        self.dcp_p_patch, self.dcp_p_channel = dec["dcp_p_patch"], dec["dcp_p_channel"]
+        self.dcp_at_least_mask_one_channel = bool(dec["dcp_at_least_mask_one_channel"])
+
+        # --- encoder (§3) ---------------------------------------------------------------
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        if encoder_pooling != "cls_token":
+            self.pooling_query = nn.Parameter(torch.zeros(1, embed_dim))
+        if num_memory_tokens > 0:
+            self.memory_tokens = nn.Parameter(torch.zeros(1, num_memory_tokens, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_extra_tokens + self.num_patches_per_channel, embed_dim))
+        if diverse_channel_token_weight > 0:
+            self.channel_token_proxies = nn.Parameter(torch.empty(in_chans, embed_dim))
+        if proxy_loss_lambda > 0:
+            if num_proxies <= 0:
+                raise GeovitError(f"num_proxies={num_proxies}: the proxy loss (proxy_loss_lambda > 0) needs >= 1 proxy")
+            self.output_proxies = nn.Parameter(torch.empty(num_proxies, embed_dim))
+        self.patch_embed = PatchEmbedPerChannel(patch_size, in_chans, embed_dim, channel_tokens_init)
+        if encoder_pooling != "cls_token":
+            self.attn_pooling = HybridTokenFusion(embed_dim, num_heads)
+        self.blocks = nn.ModuleList([
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values,
+                  norm_layer=_norm_layer, act_layer=nn.GELU) for _ in range(depth)
+        ])
+        self.norm = _norm_layer(embed_dim)
+        # --- heads and decoder (§3.2-3.4) ----------------------------------------------------
+        if num_classes > 0:
+            self.classifier_head = nn.Sequential(nn.Linear(embed_dim, 4 * embed_dim), nn.GELU(),
+                                                 nn.Linear(4 * embed_dim, num_classes))
+        if proxy_loss_lambda > 0:
+            self.proxy_head = nn.Linear(embed_dim, embed_dim) if use_proxy_head else nn.Identity()
+        if mae_lambda > 0:
+            self.decoder = ChannelAwareDecoder(embed_dim, dec["depth"], dec["num_heads"], dec["mlp_ratio"], dec["qkv_bias"])
+            self.encoder_decoder_proj = nn.Linear(embed_dim, embed_dim)
+            self.decoder_pred = nn.Linear(embed_dim, patch_size ** 2)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for p in [self.pos_embed, self.cls_token, getattr(self, "memory_tokens", None), getattr(self, "pooling_query", None)]:
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+        for name in ("channel_token_proxies", "output_proxies"):
+            if hasattr(self, name):
+                nn.init.orthogonal_(getattr(self, name))
+        self.apply(trunc_normal_init)
+        if hasattr(self, "decoder"):
+            nn.init.normal_(self.decoder.mask_token, std=0.02)
+
+    # ------------------------------------------------------------------ input checking
+    def _resolve_channels(self, x: Tensor, channels: Any, channel_mask: Tensor | None) -> _Channels:
+        if not torch.is_tensor(x) or x.ndim != 4:
+            raise GeovitError(f"x: expected a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+        b, c, h, w = x.shape
+        p = self.patch_size
+        if h % p or w % p or c < 1:
+            raise GeovitError(f"x: spatial size {h}x{w} is not divisible by patch_size={p} (or no channels)")
+        valid = None
+        if channel_mask is not None:
+            valid = torch.as_tensor(channel_mask, device=x.device)
+            if valid.dtype != torch.bool or tuple(valid.shape) != (b, c):
+                raise GeovitError(f"channel_mask: expected a bool tensor of shape {(b, c)} (True = real channel), "
+                                  f"got {valid.dtype} {tuple(valid.shape)}")
+            if not bool(valid.any(dim=1).all()):
+                raise GeovitError("channel_mask: every sample needs at least one real channel (a row is all False)")
+            padding = x.detach()[~valid]
+            if padding.numel() and bool((padding != 0).any()):
+                rows = sorted({int(i) for i in (~valid).nonzero()[:, 0][padding.flatten(1).ne(0).any(1)]})
+                raise GeovitError(f"channel_mask disagrees with x: samples {rows} hold non-zero data in channels "
+                                  "marked as padding (padded channels must be zero)")
+        if channels is None:
+            if c > self.in_chans:
+                raise GeovitError(f"x has {c} channels but the model's channel table holds in_chans={self.in_chans}; "
+                                  "pass channels= with the absolute channel ids")
+            ids = torch.arange(c, device=x.device)[None]
+        else:
+            ids = torch.as_tensor(channels, device=x.device)
+            if ids.is_floating_point() or ids.dtype == torch.bool:
+                raise GeovitError(f"channels: expected integer channel ids, got dtype {ids.dtype}")
+            ids = ids.long()
+            if ids.ndim == 1:
+                ids = ids[None]
+            if ids.ndim != 2 or ids.shape[1] != c or ids.shape[0] not in (1, b):
+                raise GeovitError(f"channels: shape {tuple(torch.as_tensor(channels).shape)}, expected ({c},) or "
+                                  f"({b}, {c}) to match x of shape {tuple(x.shape)}")
+            real = ids if valid is None else ids.expand(b, c)[valid]
+            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.in_chans):
+                raise GeovitError(f"channels: ids {sorted({int(i) for i in real.flatten()})} fall outside the model's "
+                                  f"channel table 0..{self.in_chans - 1} (in_chans={self.in_chans})")
+            if valid is not None:
+                ids = ids.expand(b, c).masked_fill(~valid, 0)
+        return _Channels(ids, valid)
+
+    # ------------------------------------------------------------------ encoder
+    def interpolate_pos_encoding(self, num_channels: int, grid_h: int, grid_w: int) -> Tensor:
+        """Positional embedding (1, E + C*h*w, D): extra rows as is, the grid tiled over channels.
+
+        As the official code, the grid is bicubically resampled (DINO quirk: scale factor
+        (h+0.1)/g, not the identity at native size) unless C == 1 at the native grid.
+        """
+        e = self.num_extra_tokens
+        if num_channels == 1 and grid_h == grid_w == self.grid_size:
+            return self.pos_embed
+        grid = resample_pos_grid_dino(self.pos_embed[:, e:], grid_h, grid_w)
+        return torch.cat([self.pos_embed[:, :e], grid.repeat(1, num_channels, 1)], dim=1)
+
+    def _encode(self, x: Tensor, ch: _Channels, masks: DCPMasks | None):
+        """Tokens -> encoder output. Returns (tokens (B, E+N, D), raw patch embeddings (B, C, P, D),
+        channel tokens (n, C, D), positional embedding (1, E+C*P, D))."""
+        b, c, h, w = x.shape
+        p, e = self.patch_size, self.num_extra_tokens
+        raw = self.patch_embed(x)
+        chan = self.patch_embed.tokens_for(ch.ids, ch.valid)
+        tokens = (raw + chan[:, :, None, :]).flatten(1, 2)
+        pos = self.interpolate_pos_encoding(c, h // p, w // p)
+        tokens = tokens + pos[:, e:]
+        extra = [self.cls_token] + ([self.memory_tokens] if self.num_memory_tokens else [])
+        extra = torch.cat(extra, dim=1) + pos[:, :e]
+        key_mask = None
+        if masks is not None:
+            tokens = torch.gather(tokens, 1, masks.tokens_to_keep[..., None].expand(-1, -1, tokens.shape[-1]))
+            if masks.mae_patch_masks is not None:
+                key_mask = _key_mask(e, masks.mae_patch_masks)
+        elif ch.valid is not None:
+            key_mask = _key_mask(e, ch.valid.repeat_interleave(raw.shape[2], dim=1))
+        seq = torch.cat([extra.expand(b, -1, -1), tokens], dim=1)
+        for blk in self.blocks:
+            seq = blk(seq, attn_mask=key_mask)
+        return self.norm(seq), raw, chan, pos
+
+    def _fuse(self, tokens: Tensor) -> Tensor:
+        """Hybrid token fusion (§3.2): the downstream feature (B, D)."""
+        cls = tokens[:, 0]
+        if self.encoder_pooling == "cls_token":
+            return cls
+        pooled = self.attn_pooling(self.pooling_query, tokens[:, self.num_extra_tokens:]).squeeze(1)
+        if self.encoder_pooling == "cls_attn_pooling_sigmoid":
+            return cls * torch.sigmoid(pooled)
+        if self.encoder_pooling == "cls_attn_pooling":
+            return cls + pooled
+        raise GeovitError(f"encoder_pooling: {self.encoder_pooling!r}, expected one of {POOLINGS}")
+
+    def forward_tokens(self, x: Tensor, channels: Any = None, channel_mask: Tensor | None = None) -> Tensor:
+        """Final encoder tokens (B, E + C*P, D): [cls, memory..., patches channel-major], unmasked."""
+        return self._encode(x, self._resolve_channels(x, channels, channel_mask), None)[0]
+
+    def forward_features(self, x: Tensor, channels: Any = None, channel_mask: Tensor | None = None) -> Tensor:
+        """The fused feature (B, D) of the unmasked input (the CHAMMI kNN / probe feature)."""
+        return self._fuse(self.forward_tokens(x, channels, channel_mask))
+
+    def forward_head(self, feat: Tensor, pre_logits: bool = False) -> Tensor:
+        if pre_logits or self.num_classes == 0:
+            return feat
+        return self.classifier_head(feat)
+
+    def forward(self, x: Tensor, channels: Any = None, channel_mask: Tensor | None = None) -> Tensor:
+        """Logits (B, num_classes), or the fused feature (B, D) when ``num_classes == 0``.
+
+        ``channels``: absolute channel ids, (C,) shared or (B, C) per sample; default
+        ``arange(C)``. ``channel_mask``: (B, C) bool, True = real channel, for padded batches
+        (padded channels must be zero; their tokens are excluded as attention keys).
+        """
+        return self.forward_head(self.forward_features(x, channels, channel_mask))
+
+    # ------------------------------------------------------------------ pretraining
+    def sample_masks(self, batch: int, num_channels: int, channel_mask: Tensor | None = None,
+                     device: torch.device | str = "cpu", strategy: str | None = None) -> DCPMasks:
+        """Draw DCP masks with the instance's ``dcp_*`` settings (strategy drawn unless given)."""
+        check_mask_ratio(self.dcp_mask_ratio)
+        check_strategy_probabilities(self.dcp_p_patch, self.dcp_p_channel)
+        if strategy is None:
+            strategy = sample_dcp_strategy(self.dcp_p_patch, self.dcp_p_channel)
+        return dynamic_channel_patch_masking(batch, num_channels, self.num_patches_per_channel, self.dcp_mask_ratio,
+                                             strategy, self.dcp_at_least_mask_one_channel, channel_mask, device)
+
+    def pretrain_step(self, x: Tensor, channels: Any = None, channel_mask: Tensor | None = None,
+                      masks: DCPMasks | Mapping | None = None, labels: Tensor | None = None) -> dict[str, Any]:
+        """One ChA-MAEViT training forward: DCP masking, encoder, fusion, decoder, every loss.
+
+        Masking and the decoder always run here (whatever ``self.training``); dropout-free, so
+        the result only depends on the masks. ``x`` is (B, C, H, W) with H == W == img_size;
+        ``channels`` / ``channel_mask`` as in :meth:`forward`; ``masks`` injects a
+        :class:`DCPMasks` (or a dict of its fields) instead of drawing one; ``labels`` (B,) long
+        class indices enable the supervised terms (CE on the classifier head, proxy loss).
+
+        Returns a dict (L = C * P tokens, P = (H/p)², all losses are 0-dim tensors):
+
+        * ``"loss"``: total to backprop = mae_lambda·loss_mae + cross_entropy_lambda·loss_ce
+          + proxy_loss_lambda·loss_proxy + diverse_patch_token_weight·loss_token_diversity
+          + diverse_channel_token_weight·loss_channel_diversity;
+        * ``"loss_mae"`` = (1-λf)·loss_recon + λf·loss_fourier (λf = mae_recon_fourier_lambda);
+        * ``"loss_recon"``: pixel MSE on hidden patches (norm-pix target); ``"loss_fourier"``;
+        * ``"loss_ce"``, ``"loss_proxy"``: unweighted supervised terms (0 without ``labels``);
+        * ``"loss_task"`` = cross_entropy_lambda·loss_ce + proxy_loss_lambda·loss_proxy;
+        * ``"loss_token_diversity"``, ``"loss_channel_diversity"``: DiChaViT regularisers;
+          every ``loss_*`` except ``loss`` and ``loss_task`` is unweighted;
+        * ``"logits"``: classifier logits (B, num_classes), or the fused feature if no head;
+        * ``"features"``: fused feature (B, D) of the masked input;
+        * ``"pred"``: raw decoder output (B, L, p²) in the loss's target space (None if skipped);
+        * ``"reconstruction"``: (B, C, H, W) prediction mapped back to the input's pixel space
+          (norm-pix: per-patch mean/std of the input patch re-applied; instance_norm: the
+          per-channel stats); zeros when the decoder was skipped;
+        * ``"pixel_mask"``: (B, C, H, W) bool, True where the input was hidden (padding False);
+        * ``"masks"``: the :class:`DCPMasks` used (pass it back as ``masks=`` to repeat a step);
+        * ``"decoder_skipped"``: bool, True for a regular-batch channel-only draw that hid
+          nothing (official rule: no decoder, MAE terms 0).
+        """
+        if not hasattr(self, "decoder"):
+            raise GeovitError("pretrain_step: this model was built with mae_lambda=0 (no decoder to pretrain)")
+        ch = self._resolve_channels(x, channels, channel_mask)
+        b, c, h, w = x.shape
+        if h != w:
+            raise GeovitError(f"pretrain_step: x is {h}x{w}; the reconstruction target needs square images")
+        P = (h // self.patch_size) ** 2
+        if masks is None:
+            masks = self.sample_masks(b, c, ch.valid, x.device)
+        else:
+            masks = DCPMasks.coerce(masks).to(x.device)
+            masks.check(b, c, P, ch.valid is not None)
+        tokens, raw, chan, pos = self._encode(x, ch, masks)
+        feat = self._fuse(tokens)
+        logits = self.forward_head(feat)
+        zero = feat.new_zeros(())
+        out: dict[str, Any] = {"masks": masks, "features": feat, "logits": logits, "decoder_skipped": masks.skip_decoder}
+
+        # supervised terms (§3.4, λ_task)
+        out["loss_ce"] = out["loss_proxy"] = zero
+        if labels is not None:
+            labels = self._check_labels(labels, b, x.device)
+            if self.num_classes > 0 and self.config["cross_entropy_lambda"] > 0:
+                out["loss_ce"] = F.cross_entropy(logits / self.config["cross_entropy_temperature"], labels)
+            if self.config["proxy_loss_lambda"] > 0:
+                out["loss_proxy"] = proxy_loss(self.output_proxies, self.proxy_head(feat), labels,
+                                               math.sqrt(1.0 / self.config["proxy_temperature"]))
+        out["loss_task"] = (self.config["cross_entropy_lambda"] * out["loss_ce"]
+                            + self.config["proxy_loss_lambda"] * out["loss_proxy"])
+
+        # DiChaViT regularisers, on the raw patch embeddings and the channel tokens
+        cfg = self.config
+        out["loss_token_diversity"] = out["loss_channel_diversity"] = zero
+        if cfg["diverse_patch_token_weight"] > 0:
+            out["loss_token_diversity"] = token_diversification_loss(
+                raw, masks.visibles, cfg["diverse_patch_token_gamma_s"], cfg["diverse_patch_token_gamma_d"])
+        if cfg["diverse_channel_token_weight"] > 0:
+            present = ch.ids.expand(b, c)[ch.valid if ch.valid is not None else masks.channels_sampled]
+            present = torch.unique(present)
+            if present.numel():
+                table = self.patch_embed.channel_tokens[0, :, :, 0, 0].t()
+                out["loss_channel_diversity"] = proxy_loss(self.channel_token_proxies, table[present], present,
+                                                           math.sqrt(1.0 / cfg["diverse_channel_token_temperature"]))
+
+        # channel-aware decoder and reconstruction terms (§3.3)
+        out.update(self._reconstruct(x, tokens, chan, pos, ch, masks))
+        out["loss"] = (cfg["mae_lambda"] * out["loss_mae"] + out["loss_task"]
+                       + cfg["diverse_patch_token_weight"] * out["loss_token_diversity"]
+                       + cfg["diverse_channel_token_weight"] * out["loss_channel_diversity"])
+        return out
+
+    def _check_labels(self, labels: Any, batch: int, device: torch.device) -> Tensor:
+        labels = torch.as_tensor(labels, device=device)
+        if labels.shape != (batch,) or labels.is_floating_point():
+            raise GeovitError(f"labels: expected {batch} integer class indices, got {labels.dtype} {tuple(labels.shape)}")
+        labels = labels.long()
+        n = self.num_classes if self.num_classes > 0 else self.config["num_proxies"]
+        if labels.numel() and (int(labels.min()) < 0 or (n > 0 and int(labels.max()) >= n)):
+            raise GeovitError(f"labels: values must lie in 0..{n - 1}, got {sorted({int(v) for v in labels})}")
+        return labels
+
+    def _reconstruct(self, x: Tensor, tokens: Tensor, chan: Tensor, pos: Tensor, ch: _Channels,
+                     masks: DCPMasks) -> dict[str, Any]:
+        b, c, h, w = x.shape
+        p, e, cfg = self.patch_size, self.num_extra_tokens, self.config
+        P = (h // p) ** 2
+        pixel_mask = masks.mask.reshape(b, c, h // p, w // p).repeat_interleave(p, 2).repeat_interleave(p, 3)
+        zero = x.new_zeros(())
+        if masks.skip_decoder:
+            return {"pred": None, "reconstruction": torch.zeros_like(x), "pixel_mask": pixel_mask,
+                    "loss_recon": zero, "loss_fourier": zero, "loss_mae": zero}
+        key_mask = None if ch.valid is None else _key_mask(e, ch.valid.repeat_interleave(P, dim=1))
+        chan_patches = chan.repeat_interleave(P, dim=1)  # (n, L, D)
+        dec = self.decoder(self.encoder_decoder_proj(tokens), masks.ind_restore, chan_patches, pos, e, key_mask)
+        pred = self.decoder_pred(dec)[:, e:]
+
+        source = x.float()
+        if cfg["mae_loss_norm"] == "instance_norm":
+            mean = source.mean(dim=(2, 3), keepdim=True)
+            std = (source.var(dim=(2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt()
+            source = (source - mean) / std
+        target = patchify(source, p)
+        if cfg["mae_loss_norm"] == "norm_pix_loss":
+            target, t_mean, t_std = norm_pix(target)
+            shown = unpatchify(pred * t_std + t_mean, c, h, w, p)
+        else:
+            shown = unpatchify(pred, c, h, w, p)
+            if cfg["mae_loss_norm"] == "instance_norm":
+                shown = shown * std + mean
+        recon = reconstruction_loss(pred, target, masks.mask)
+        lam_f = cfg["mae_recon_fourier_lambda"]
+        fourier = zero
+        if lam_f > 0:
+            fourier = fourier_loss(pred, target, masks.mask if cfg["mask_recon_fourier_loss"] else None, c)
+        return {"pred": pred, "reconstruction": shown, "pixel_mask": pixel_mask, "loss_recon": recon,
+                "loss_fourier": fourier, "loss_mae": (1 - lam_f) * recon + lam_f * fourier}
+
+
+# ---------------------------------------------------------------------- build / official weights
+def build(config: Mapping[str, Any]) -> ChAMAEViT:
+    """Rebuild from ``model.config`` (or any subset of the constructor keywords)."""
+    config = copy.deepcopy(dict(config))
+    allowed = set(ChAMAEViT.__init__.__code__.co_varnames[1:ChAMAEViT.__init__.__code__.co_argcount])
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise GeovitError(f"chamaevit config: unknown keys {unknown}; expected some of {sorted(allowed)}")
+    return ChAMAEViT(**config)
+
+
+#: official constructor keywords that do not change the eval-mode network (accepted and dropped).
+_OFFICIAL_IGNORED = ("attention_cls", "qk_scale", "drop_rate", "attn_drop_rate", "drop_path_rate", "norm_layer",
+                     "training_sample", "proxy_orthogonal_init", "model_size", "use_channel_tokens",
+                     "use_self_image_norm")
+_HEADS_BY_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}
+
+
+def _strip_prefixes(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def official_config_from_state(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor keywords: what the tensors determine, then the given official ``config``."""
+    def shape(key: str) -> tuple[int, ...]:
+        return tuple(state[key].shape)
+
+    for key, ndim in (("patch_embed.channel_tokens", 5), ("patch_embed.proj.weight", 5), ("pos_embed", 3), ("cls_token", 3)):
+        if key not in state or state[key].ndim != ndim:
+            hint = ""
+            if any(k.startswith("patch_embed.proj") for k in state) and "patch_embed.channel_tokens" not in state:
+                hint = " (a ChannelViT / DiChaViT checkpoint? load it with family 'channelvit')"
+            raise CheckpointError(f"not a ChA-MAEViT checkpoint: key {key!r} ({ndim}-d tensor) is missing{hint}")
+    dim = shape("cls_token")[2]
+    patch = shape("patch_embed.proj.weight")[-1]
+    memory = shape("memory_tokens")[1] if "memory_tokens" in state else 0
+    grid = shape("pos_embed")[1] - 1 - memory
+    side = math.isqrt(grid)
+    if side * side != grid:
+        raise CheckpointError(f"pos_embed {shape('pos_embed')} with {memory} memory tokens leaves {grid} grid slots, "
+                              "not a square grid")
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    dec_depth = len({k.split(".")[2] for k in state if k.startswith("decoder.blocks.")})
+    derived: dict[str, Any] = {
+        "img_size": side * patch, "patch_size": patch, "in_chans": shape("patch_embed.channel_tokens")[2],
+        "embed_dim": dim, "depth": depth, "num_memory_tokens": memory,
+        "mlp_ratio": shape("blocks.0.mlp.fc1.weight")[0] / dim if depth else 4.0,
+        "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+        "init_values": 1.0 if "blocks.0.ls1.gamma" in state else None,
+        "num_classes": shape("classifier_head.2.weight")[0] if "classifier_head.2.weight" in state else 0,
+        "num_proxies": shape("output_proxies")[0] if "output_proxies" in state else 0,
+        "use_proxy_head": "proxy_head.weight" in state,
+    }
+    user = {k: v for k, v in dict(config).items() if k not in _OFFICIAL_IGNORED}
+    if dict(config).get("use_self_image_norm"):
+        raise CheckpointError("config use_self_image_norm=True is not supported by geovit's ChA-MAEViT")
+    # switches whose presence the tensors reveal: keep the user's weight, or the official default
+    switches = {"encoder_pooling": ("pooling_query", "cls_attn_pooling_sigmoid", "cls_token"),
+                "cross_entropy_lambda": ("classifier_head.0.weight", 0.01, 0.0),
+                "proxy_loss_lambda": ("output_proxies", 0.01, 0.0),
+                "diverse_channel_token_weight": ("channel_token_proxies", 1e-4, 0.0),
+                "mae_lambda": ("decoder.mask_token", 0.99, 0.0)}
+    for name, (key, on, off) in switches.items():
+        present = key in state
+        value = user.get(name, on if present else off)
+        if (value not in (0, 0.0, "cls_token")) != present:
+            raise CheckpointError(f"config {name}={value!r} disagrees with the checkpoint "
+                                  f"({'has' if present else 'has no'} {key!r})")
+        derived[name] = value
+    if "num_heads" not in user:
+        if dim not in _HEADS_BY_DIM:
+            raise CheckpointError(f"embed_dim={dim}: pass num_heads in config (cannot be read from the tensors)")
+        derived["num_heads"] = _HEADS_BY_DIM[dim]
+    decoder = dict(user.pop("decoder", None) or {})
+    if dec_depth:
+        decoder["depth"] = dec_depth
+        decoder["qkv_bias"] = "decoder.blocks.0.attn.qkv.bias" in state
+        decoder["mlp_ratio"] = shape("decoder.blocks.0.mlp.fc1.weight")[0] / dim
+    for key, value in user.items():
+        if key in derived and key not in switches and key != "num_heads" and value is not None:
+            want = derived[key]
+            got = value[0] if key == "img_size" and isinstance(value, (list, tuple)) else value
+            if got != want and not (key == "mlp_ratio" and math.isclose(float(got), float(want))):
+                raise CheckpointError(f"config {key}={value!r} disagrees with the checkpoint tensors ({key}={want!r})")
+    merged = {**user, **{k: v for k, v in derived.items() if k not in user or k in switches}, "decoder": decoder}
+    return merged
+
+
+def load_official(state_dict: Mapping[str, Tensor], config: Mapping[str, Any] | None = None) -> ChAMAEViT:
+    """Build a :class:`ChAMAEViT` from an official state dict (``model.safetensors`` of a
+    ``checkpoint-*/`` folder, or ``torch.save(model.state_dict())``); ``config`` takes the
+    official constructor keywords, anything the tensors determine may be omitted."""
+    state = _strip_prefixes(state_dict)
+    try:
+        model = build(official_config_from_state(state, config or {}))
+    except GeovitError as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(str(err)) from None
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"ChA-MAEViT tensors do not fit: missing {result.missing_keys[:8]}, "
+                              f"unexpected {result.unexpected_keys[:8]}")
+    return model.eval()
+
+
+# ---------------------------------------------------------------------- registry
+_SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
+
+#: Official per-dataset recipes (specs/chamaevit.md §7). Encoder depth 11 (+ 1 decoder block).
+RECIPES: dict[str, dict[str, Any]] = {
+    "so2sat": dict(img_size=32, in_chans=18, num_classes=17, num_memory_tokens=8, encoder_pooling="cls_attn_pooling",
+                   cross_entropy_lambda=0.01, cross_entropy_temperature=10.0, diverse_patch_token_weight=1e-5,
+                   diverse_patch_token_gamma_s=1.0, diverse_patch_token_gamma_d=4.0, diverse_channel_token_weight=1e-4,
+                   decoder={"dcp_p_patch": 0.0, "dcp_p_channel": 0.0, "dcp_mask_ratio": 0.25}),
+    "jumpcp": dict(img_size=224, in_chans=8, num_classes=161, num_memory_tokens=4,
+                   encoder_pooling="cls_attn_pooling_sigmoid", cross_entropy_lambda=0.01, cross_entropy_temperature=5.0,
+                   diverse_patch_token_weight=1e-6, diverse_patch_token_gamma_s=1.0, diverse_patch_token_gamma_d=4.0,
+                   diverse_channel_token_weight=1e-3,
+                   decoder={"dcp_p_patch": 0.5, "dcp_p_channel": 0.5, "dcp_mask_ratio": 0.25}),
+    "chammi": dict(img_size=224, in_chans=12, num_classes=0, num_memory_tokens=4,
+                   encoder_pooling="cls_attn_pooling_sigmoid", cross_entropy_lambda=0.0, proxy_loss_lambda=0.01,
+                   proxy_temperature=0.11, num_proxies=14, use_proxy_head=True, diverse_patch_token_weight=1e-3,
+                   diverse_patch_token_gamma_s=0.5, diverse_patch_token_gamma_d=1.0, diverse_channel_token_weight=1e-4,
+                   decoder={"dcp_p_patch": 0.5, "dcp_p_channel": 0.5, "dcp_mask_ratio": 0.75}),
+}
+
+
+def _create(size: str, patch_size: int, recipe: str, **overrides) -> ChAMAEViT:
+    dim, heads = _SIZES[size]
+    kwargs = copy.deepcopy(RECIPES[recipe])
+    kwargs.update(patch_size=patch_size, embed_dim=dim, num_heads=heads, depth=11)
+    decoder = {**kwargs.pop("decoder"), **dict(overrides.pop("decoder", None) or {})}
+    kwargs.update(overrides)
+    return ChAMAEViT(decoder=decoder, **kwargs)
+
+
+@register_model
+def chamaevit_tiny_patch8(**kwargs) -> ChAMAEViT:
+    """ViT-Ti/8, official So2Sat recipe (18 bands, 32², 8 memory tokens, additive fusion, DCP Combination r=0.25)."""
+    return _create("tiny", 8, "so2sat", **kwargs)
+
+
+@register_model
+def chamaevit_small_patch8(**kwargs) -> ChAMAEViT:
+    """ViT-S/8, official So2Sat recipe (18 bands, 32², 8 memory tokens, additive fusion, DCP Combination r=0.25)."""
+    return _create("small", 8, "so2sat", **kwargs)
+
+
+@register_model
+def chamaevit_base_patch8(**kwargs) -> ChAMAEViT:
+    """ViT-B/8, official So2Sat recipe."""
+    return _create("base", 8, "so2sat", **kwargs)
+
+
+@register_model
+def chamaevit_tiny_patch16(**kwargs) -> ChAMAEViT:
+    """ViT-Ti/16, official JUMP-CP recipe (8 channels, 224², sigmoid fusion, DCP Alternate r=0.25)."""
+    return _create("tiny", 16, "jumpcp", **kwargs)
+
+
+@register_model
+def chamaevit_small_patch16(**kwargs) -> ChAMAEViT:
+    """ViT-S/16, official JUMP-CP recipe (8 channels, 224², sigmoid fusion, DCP Alternate r=0.25)."""
+    return _create("small", 16, "jumpcp", **kwargs)
+
+
+@register_model
+def chamaevit_base_patch16(**kwargs) -> ChAMAEViT:
+    """ViT-B/16, official JUMP-CP recipe."""
+    return _create("base", 16, "jumpcp", **kwargs)
+
+
+@register_model
+def chamaevit_small_patch16_chammi(**kwargs) -> ChAMAEViT:
+    """ViT-S/16, official CHAMMI recipe (12-id table, proxy loss with 14 proxies, DCP Alternate r=0.75)."""
+    return _create("small", 16, "chammi", **kwargs)
