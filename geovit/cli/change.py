@@ -1,0 +1,243 @@
+"""``geovit change {train,evaluate,predict}``: ChangeViT change detection (LEVIR-CD layouts, GeoTIFFs).
+
+* ``geovit change train --data DIR [--model changevit_tiny]`` trains on the ``train`` split cut
+  into tiles, picks the checkpoint with the best ``val_f1`` (never test) and saves a grid of
+  t1 / t2 / truth / prediction for a few val tiles every epoch under ``OUT/plots``.
+* ``geovit change evaluate CKPT --data DIR --split test`` scores one confusion matrix summed over
+  every pixel of the split (precision, recall, F1, IoU, OA, kappa of the change class) and writes
+  ``metrics_<split>.json`` / ``.csv``.
+* ``geovit change predict CKPT --before A.tif --after B.tif --out change.tif`` runs sliding-window
+  inference over rasters of any size; the GeoTIFF keeps CRS and transform; a PNG overlay too.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+from geovit.errors import GeovitError
+
+DEFAULTS = {
+    "data": None, "model": "changevit_tiny", "model_kwargs": {}, "tile": 256, "batch_size": 16,
+    "lr": 2e-4, "weight_decay": 1e-4, "warmup_steps": 200, "normalization": "imagenet",
+    "labels": "strict", "max_steps": 80_000, "plot_samples": 4,
+}
+METRICS = ("precision", "recall", "f1", "iou", "oa", "kappa")
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"depth\": 4}'")
+    return value
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated band numbers like 1,2,3, got {text!r}") from None
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ------------------------------------------------------------------------------------- train
+def _train(args: argparse.Namespace) -> int:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from geovit.data.change_transforms import ChangeTiles, make_transforms
+    from geovit.data.levircd import LEVIRCD
+    from geovit.tasks.change import MONITOR, ChangeDetectionTask, ValidationGrid
+    from geovit.training import build_trainer, merged_config, output_dir, resume_path
+
+    cfg = merged_config(args, DEFAULTS, cli_keys=[k for k in DEFAULTS if k != "max_steps"])
+    if not cfg["data"]:
+        raise GeovitError("--data: give the dataset folder (a LEVIR-CD layout, see `geovit change train -h`)")
+    out = output_dir(args, "change")
+    L.seed_everything(args.seed, workers=True)
+    norm, tile = cfg["normalization"], cfg["tile"]
+    train_base = LEVIRCD(cfg["data"], "train", labels=cfg["labels"])
+    try:
+        val_base = LEVIRCD(cfg["data"], "val", labels=cfg["labels"])
+    except GeovitError as err:
+        raise GeovitError(f"{err}\n(geovit picks the checkpoint on the val split, never on test: "
+                          "create a val split, e.g. a few train scenes moved to val/)") from None
+    train_ds = ChangeTiles(train_base, tile, transforms=make_transforms(True, norm))
+    val_ds = ChangeTiles(val_base, tile, transforms=make_transforms(False, norm), mark_unowned=True)
+    raw_val = ChangeTiles(val_base, tile)
+    k = min(cfg["plot_samples"], len(raw_val))
+    plot_samples = [raw_val[i * len(raw_val) // k] for i in range(k)] if k else []
+    loader = dict(batch_size=cfg["batch_size"], num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
+    task = ChangeDetectionTask(model=cfg["model"], model_kwargs=cfg["model_kwargs"], lr=cfg["lr"],
+                               weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"],
+                               normalization=norm, tile=tile)
+    trainer = build_trainer(args, out, monitor=MONITOR, mode="max", max_steps=cfg["max_steps"],
+                            callbacks=[ValidationGrid(plot_samples, out / "plots")])
+    trainer.fit(task, DataLoader(train_ds, shuffle=True, **loader), DataLoader(val_ds, **loader),
+                ckpt_path=resume_path(args, out))
+    best = trainer.checkpoint_callback.best_model_path
+    score = trainer.checkpoint_callback.best_model_score
+    print(f"best checkpoint (chosen on {MONITOR}"
+          f"{'' if score is None else f' = {float(score):.4f}'}): {best or out / 'checkpoints' / 'last.ckpt'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- evaluate
+def evaluate_split(task, data: str, split: str, *, tile: int, labels: str = "strict", pad: bool = False,
+                   batch_size: int = 8, device: str = "cpu", progress: bool = True) -> dict:
+    """Scores of ``task`` on ``split``: one confusion matrix over every pixel (each counted once)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from geovit.data.change_transforms import IGNORE_INDEX, ChangeTiles
+    from geovit.data.levircd import LEVIRCD
+    from geovit.tasks.change_metrics import ChangeConfusion
+
+    dataset = ChangeTiles(LEVIRCD(data, split, labels=labels), tile, mark_unowned=True, pad=pad)
+    confusion = ChangeConfusion(threshold=task.hparams.threshold)
+    task = task.to(device)
+    for batch in tqdm(DataLoader(dataset, batch_size=batch_size), desc=f"evaluate {split}", disable=not progress):
+        image, mask = batch["image"].to(device), batch["mask"]
+        prob = task.predict_raw(image[:, 0], image[:, 1])[:, 0].cpu()
+        confusion.update(prob, mask == 1, valid=mask != IGNORE_INDEX)
+    scores = confusion.compute()
+    h, w = dataset.scene_hw
+    scores.update(split=split, scenes=len(dataset.base), pixels=int(torch.tensor(scores["confusion"]).sum()),
+                  protocol=f"{'whole scenes' if tile == 0 else f'{tile}x{tile} tiles'} of {w}x{h} scenes, "
+                           f"prob > {task.hparams.threshold}")
+    return scores
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from geovit._io import atomic_write_text
+    from geovit.tasks.change import find_checkpoint, load_task
+
+    ckpt = find_checkpoint(args.checkpoint)
+    task = load_task(ckpt)
+    tile = task.hparams.tile if args.tile is None else args.tile
+    scores = evaluate_split(task, args.data, args.split, tile=tile, labels=args.labels, pad=args.pad,
+                            batch_size=args.batch_size, device=_device(args.device))
+    scores["checkpoint"] = str(ckpt)
+    print(f"{args.split}: {scores['scenes']} scenes, {scores['pixels']} pixels ({scores['protocol']})")
+    for key in METRICS:
+        print(f"  {key:<9} {100 * scores[key]:7.2f} %")
+    out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
+    atomic_write_text(out / f"metrics_{args.split}.json", json.dumps(scores, indent=2) + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["split", *METRICS, "tn", "fp", "fn", "tp"])
+    writer.writerow([args.split, *(f"{scores[k]:.6f}" for k in METRICS), *(v for row in scores["confusion"] for v in row)])
+    atomic_write_text(out / f"metrics_{args.split}.csv", buf.getvalue())
+    print(f"wrote {out / f'metrics_{args.split}.json'} and .csv")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- predict
+def _predictor(args: argparse.Namespace, device: str):
+    """predict_fn(t1, t2) on raw 0-255 tiles from a training checkpoint or a converted safetensors file."""
+    from geovit.data.change_transforms import normalize_rgb
+
+    if Path(args.checkpoint).suffix == ".safetensors":
+        from geovit.hub import load_converted
+
+        model = load_converted(args.checkpoint, family="changevit").to(device)
+        norm = args.normalization or "imagenet"
+        return lambda t1, t2: model(normalize_rgb(t1, norm), normalize_rgb(t2, norm))
+    from geovit.tasks.change import load_task
+
+    task = load_task(args.checkpoint, map_location=device)
+    if args.normalization and args.normalization != task.hparams.normalization:
+        raise GeovitError(f"--normalization {args.normalization}: the checkpoint was trained with "
+                          f"{task.hparams.normalization!r}; omit the flag")
+    return task.predict_raw
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from geovit.geo.sliding_window import predict_change_raster
+
+    out = Path(args.out)
+    overlay = None if args.no_overlay else (Path(args.overlay) if args.overlay else out.with_suffix(".png"))
+    for path in (args.before, args.after):  # fail on missing inputs before loading the model
+        if not Path(path).is_file():
+            raise GeovitError(f"{path}: raster not found")
+    device = _device(args.device)
+    stats = predict_change_raster(
+        _predictor(args, device), args.before, args.after, out, tile=args.tile, overlap=args.overlap,
+        batch_size=args.batch_size, threshold=args.threshold, bands=args.bands, scale=args.scale,
+        reproject=args.reproject, pad=not args.no_pad, prob_out=args.prob_out, overlay=overlay,
+        device=device, block_width=args.block_width)
+    total = stats["height"] * stats["width"]
+    print(f"{stats['tiles']} tiles in {stats['seconds']:.1f} s ({stats['tiles_per_s']:.2f} tiles/s); "
+          f"change in {stats['changed_pixels']} of {total} pixels ({100 * stats['changed_pixels'] / total:.2f} %)")
+    print(f"wrote {out}" + (f", {args.prob_out}" if args.prob_out else "") + (f", {overlay}" if overlay else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parsers
+def add_commands(sub) -> None:
+    from geovit.training import add_training_args
+
+    p = sub.add_parser("change", help="ChangeViT change detection: train, evaluate, predict on GeoTIFFs")
+    csub = p.add_subparsers(dest="change_command", metavar="ACTION", required=True)
+
+    t = csub.add_parser("train", help="train on a LEVIR-CD-layout folder (checkpoint chosen on val F1)",
+                        description="Layouts: DIR/{train,val,test}/{A,B,label}/*.png (original, open-cd; "
+                                    "CLCD's time1/time2 too), DIR/{A,B,label}/ + DIR/list/{split}.txt "
+                                    "(LEVIR-CD-256, WHU-CD-256), torchgeo's DIR/{A,B,label}/{split}_*.png.")
+    t.add_argument("--data", help="dataset folder")
+    t.add_argument("--model", help=f"registered ChangeViT variant (default {DEFAULTS['model']})")
+    t.add_argument("--model-kwargs", dest="model_kwargs", type=_json_dict, help="JSON overrides, e.g. '{\"depth\": 4}'")
+    t.add_argument("--tile", type=int, help="training/validation tile side, multiple of 16 (default 256; 0 = whole scenes)")
+    t.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4)")
+    t.add_argument("--weight-decay", dest="weight_decay", type=float, help="Adam L2 weight decay (default 1e-4)")
+    t.add_argument("--warmup-steps", dest="warmup_steps", type=int, help="linear warm-up steps (default 200)")
+    t.add_argument("--normalization", choices=("imagenet", "half"), help="input statistics (default imagenet)")
+    t.add_argument("--labels", choices=("strict", "nonzero"), help="strict: labels must be 0/255; nonzero: any >0 is change")
+    t.add_argument("--plot-samples", dest="plot_samples", type=int, help="val tiles in the per-epoch plot (default 4)")
+    add_training_args(t)
+    t.set_defaults(func=_train)
+
+    e = csub.add_parser("evaluate", help="precision/recall/F1/IoU/OA/kappa over all pixels of a split")
+    e.add_argument("checkpoint", help="*.ckpt from `geovit change train`, or its output folder (best checkpoint)")
+    e.add_argument("--data", required=True, help="dataset folder")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--tile", type=int, default=None, help="tile side (default: the training tile; 0 = whole scenes)")
+    e.add_argument("--pad", action="store_true", help="pad whole scenes to multiples of 16 (padding is not scored)")
+    e.add_argument("--labels", default="strict", choices=("strict", "nonzero"))
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
+    e.add_argument("--out", default=None, help="folder for metrics_<split>.json/.csv (default: the run folder)")
+    e.set_defaults(func=_evaluate)
+
+    r = csub.add_parser("predict", help="sliding-window change map of two co-registered rasters (GeoTIFF + PNG)")
+    r.add_argument("checkpoint", help="*.ckpt from `geovit change train` (or a geovit-converted .safetensors)")
+    r.add_argument("--before", required=True, help="raster at t1 (GeoTIFF, PNG, ...)")
+    r.add_argument("--after", required=True, help="raster at t2, same CRS/transform/shape (or --reproject)")
+    r.add_argument("--out", required=True, help="output change GeoTIFF: 1 change, 0 none, 255 nodata")
+    r.add_argument("--tile", type=int, default=256, help="tile side, multiple of 16")
+    r.add_argument("--overlap", type=int, default=64, help="overlap between tiles (blended)")
+    r.add_argument("--batch-size", type=int, default=4)
+    r.add_argument("--threshold", type=float, default=0.5, help="change where probability > threshold")
+    r.add_argument("--bands", type=_bands, default=None, help="RGB band numbers when the raster has != 3 bands")
+    r.add_argument("--scale", type=float, default=None, help="multiply non-8-bit values into 0-255")
+    r.add_argument("--reproject", action="store_true", help="warp --after onto the grid of --before")
+    r.add_argument("--no-pad", action="store_true", help="do not pad rasters smaller than a tile (sides must be multiples of 16)")
+    r.add_argument("--prob-out", default=None, help="also write the float32 probability GeoTIFF here")
+    r.add_argument("--overlay", default=None, help="PNG overlay path (default: OUT with .png)")
+    r.add_argument("--no-overlay", action="store_true")
+    r.add_argument("--normalization", choices=("imagenet", "half"), default=None,
+                   help="input statistics for a .safetensors model (training checkpoints carry their own)")
+    r.add_argument("--block-width", type=int, default=2048, help="output column block (memory ~ block x tile)")
+    r.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
+    r.set_defaults(func=_predict)
