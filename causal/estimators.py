@@ -440,6 +440,8 @@ class ScaleSearchResult:
     held-out confirmation units (``None`` when ``holdout_fraction`` is 0).  ``multiscale_gain``:
     RATE Ratio(best_multi) − RATE Ratio(best_single) on the confirmation units (the honest
     number); ``selection_gain``: the same difference on the selection units (optimistic).
+    ``selection_units`` / ``confirmation_units``: row positions of the two parts; ``evaluations``
+    the :class:`CATEEvaluation` of every candidate (and of the confirmation runs).
     """
 
     table: pd.DataFrame
@@ -448,6 +450,8 @@ class ScaleSearchResult:
     confirmation: pd.DataFrame | None
     multiscale_gain: float
     selection_gain: float
+    selection_units: np.ndarray = field(default=None, repr=False)
+    confirmation_units: np.ndarray | None = field(default=None, repr=False)
     evaluations: dict = field(default_factory=dict, repr=False)
 
 
@@ -535,4 +539,4 @@ def scale_search(Y, T, X_scales, *, estimator: MultiScaleCATE | None = None, max
         if best_multi is not None:
             gain = float(confirmation.rate_ratio.iloc[1] - confirmation.rate_ratio.iloc[0])
     return ScaleSearchResult(scored, best_single, best_multi, confirmation, gain, selection_gain,
-                             evaluations)
+                             select, confirm, evaluations)

@@ -210,12 +210,12 @@ def _rate_sorted(wdr: np.ndarray, w: np.ndarray, rank: np.ndarray, q: np.ndarray
     total = cw[-1]
     wdr_sorted = dr * w
     cdr = np.cumsum(wdr_sorted)
-    ate = wdr_sorted.sum() / total
+    ate = cdr[-1] / total  # (grf sums in long double; taking the running sum's end keeps TOC(1) = 0)
     toc = cdr / cw - ate
     if target == "AUTOC":
-        rate = np.dot(toc, w) / w.sum()
+        rate = np.dot(toc, w) / total
     else:  # QINI
-        rate = np.dot(cw / w.sum() * w, toc) / w.sum()
+        rate = np.dot(cw / total * w, toc) / total
 
     nw = q * total
     idx = np.searchsorted(cw, nw + _ZERO, side="right")  # R's findInterval
