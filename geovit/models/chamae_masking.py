@@ -136,7 +136,11 @@ def channel_masking(batch: int, num_channels: int, at_least_one: bool, valid: Te
     """Bool (B, C), True = channel hidden. See the module docstring for the two cases."""
     hidden = torch.zeros(batch, num_channels, dtype=torch.bool, device=device)
     if valid is None:
-        k = int(torch.randint(1 if at_least_one else 0, num_channels, (1,), device=device).item())
+        # k ~ U{0..C-1} (U{1..C-1} with at_least_one): one channel always stays visible. The official
+        # code calls randint(1, 1) for a single-channel batch with at_least_one and crashes; here
+        # that case draws k = 0 (nothing to hide).
+        low = 1 if at_least_one and num_channels > 1 else 0
+        k = int(torch.randint(low, max(num_channels, 1), (1,), device=device).item())
         if k > 0:
             hidden[:, torch.randperm(num_channels, device=device)[:k]] = True
         return hidden
