@@ -215,10 +215,6 @@ def rollout(
     if T <= gt_steps:
         raise GeovitError(f"trajectories have {T} frames; a rollout given gt_steps={gt_steps} frames needs at "
                           f"least {gt_steps + 1}")
-    given = trajectories[:, :gt_steps]
-    if not torch.isfinite(given).all():
-        bad = sorted({int(i) for i in torch.nonzero(~torch.isfinite(given))[:, 0]})
-        raise GeovitError(f"trajectories {bad[:10]}: non-finite values among the first gt_steps={gt_steps} frames")
     device = next(model.parameters()).device
     mask = torch.as_tensor(channel_mask, device=device)
     mask = mask.expand(B, -1) if mask.ndim == 1 else mask
@@ -237,6 +233,12 @@ def rollout(
             raise GeovitError(f"dropped_mask: expected ({T},) or ({B}, {T}), got {tuple(drops.shape)}")
         unique, inverse = torch.unique(drops, dim=0, return_inverse=True)
         groups = [(torch.nonzero(inverse == g).flatten(), unique[g]) for g in range(len(unique))]
+    available = torch.ones(B, gt_steps, dtype=torch.bool) if dropped_mask is None else ~drops[:, :gt_steps]
+    finite = torch.isfinite(trajectories[:, :gt_steps]).flatten(2).all(dim=2).cpu()
+    bad = torch.nonzero((available & ~finite).any(dim=1)).flatten().tolist()
+    if bad:
+        raise GeovitError(f"trajectories {bad[:10]}: non-finite values among the given (not dropped) frames "
+                          f"before gt_steps={gt_steps}")
 
     frames = torch.zeros_like(trajectories, device=device)
     predicted = torch.zeros(B, T, dtype=torch.bool)
@@ -246,7 +248,7 @@ def rollout(
         if steps and max(len(s.demo_cond) for s in steps) + 1 > model.max_pairs:
             raise GeovitError(f"rollout: prompts of {max(len(s.demo_cond) for s in steps)} examples + 1 query exceed "
                               f"the model's max_pairs={model.max_pairs}; use num_examples <= {model.max_pairs - 1}")
-        keep = torch.ones(gt_steps, dtype=torch.bool) if drop is None else ~drop[:gt_steps]
+        keep = available[rows[0]]
         chunk = batch_size or len(rows)
         for start in range(0, len(rows), chunk):
             idx = rows[start:start + chunk]

@@ -1,0 +1,130 @@
+"""VICON rollout time per step: fused vs materialised attention with the same weights.
+
+A 128 × 128 trajectory with 4 active fields (PDEBench-style channel mask over VICON's 7 slots),
+``gt_steps`` = 10 given frames and a prompt of 9 example pairs + 1 query pair (10 pairs, the
+released ``demo_num``), rolled forward single-step. Two widths: the official one (d = 1024,
+8 heads, FFN 2048, 10 layers, 87.8 M parameters) and a reduced one (d = 256, 8 heads, FFN 512,
+10 layers). For each width the same model is timed with ``F.scaled_dot_product_attention`` and
+with materialised ``softmax(q kᵀ) v`` (``geovit.models.layers.set_fused_attention``), and peak
+torch-allocated memory of one step is recorded. A third row times the official forward shape
+(all pairs, query QoI tokens included; fused) to show what ``last_only`` saves.
+
+    OMP_NUM_THREADS=2 python bench/vicon_rollout.py [--steps 2] [--repeat 2] [--widths official reduced]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import setup_threads  # noqa: E402
+
+from geovit.models.layers import set_fused_attention  # noqa: E402
+from pdes.rollout import make_strategy, rollout  # noqa: E402
+from pdes.vicon import OFFICIAL_CONFIG, VICON  # noqa: E402
+
+WIDTHS = {
+    "official": dict(embed_dim=1024, num_heads=8, mlp_dim=2048, depth=10),
+    "reduced": dict(embed_dim=256, num_heads=8, mlp_dim=512, depth=10),
+}
+
+
+def trajectory(num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    traj = torch.zeros(1, num_frames, 7, 128, 128)
+    traj[:, :, :4] = torch.randn(1, num_frames, 4, 128, 128, generator=g).cumsum(1) * 0.1
+    mask = torch.tensor([1, 1, 1, 1, 0, 0, 0.0])
+    return traj, mask
+
+
+def peak_memory_mib(fn) -> float:
+    """Peak torch-allocated CPU memory of ``fn()`` (MiB): running total of each op's *self* allocations.
+
+    (``_common.peak_memory_of`` adds inclusive per-op usage, which counts nested allocations twice.)
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    running = peak = 0
+    for evt in sorted(prof.events(), key=lambda e: e.time_range.start):
+        running += evt.self_cpu_memory_usage
+        peak = max(peak, running)
+    return peak / 2**20
+
+
+def interleaved_medians(fns: dict, repeat: int) -> dict:
+    """Median wall time of each callable, run round-robin so that machine load hits all alike."""
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2, help="predicted frames per timed rollout")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--widths", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
+    args = parser.parse_args()
+    setup_threads(2)
+    torch.manual_seed(0)
+    gt, examples = 10, 9
+    traj, mask = trajectory(gt + args.steps)
+    steps = make_strategy("single_step", traj.shape[1], gt, examples)
+
+    print(f"VICON rollout, 128x128, 7 slots (4 active), {examples} examples + 1 query, "
+          f"{args.steps} steps/run, median of {args.repeat}, {torch.get_num_threads()} threads")
+    for width in args.widths:
+        cfg = {**OFFICIAL_CONFIG, **WIDTHS[width]}
+        model = VICON(**cfg).eval()
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+
+        def run() -> torch.Tensor:
+            return rollout(model, traj, mask, steps, gt_steps=gt).future
+
+        def with_attention(fn, fused):
+            def call():
+                set_fused_attention(model, fused)
+                return fn()
+            return call
+
+        cond = traj[:, list(steps[0].demo_cond) + [steps[0].query_cond]]
+        qoi = torch.cat([traj[:, list(steps[0].demo_qoi)], torch.zeros_like(traj[:, :1])], dim=1)
+        fns = {
+            "fused": with_attention(run, True),
+            "materialised": with_attention(run, False),
+            "full": with_attention(lambda: model(cond, qoi), True),
+            "last": with_attention(lambda: model(cond, qoi, last_only=True), True),
+        }
+        with torch.no_grad():
+            outs = {k: fns[k]() for k in ("fused", "materialised")}  # warm-up + outputs
+            t = interleaved_medians(fns, args.repeat)
+        one_step = lambda: rollout(model, traj[:, : gt + 1], mask, steps[:1], gt_steps=gt)  # noqa: E731
+        results = {}
+        for label in ("fused", "materialised"):
+            set_fused_attention(model, label == "fused")
+            results[label] = (t[label] / args.steps, peak_memory_mib(one_step), outs[label])
+        t_full, t_last = t["full"], t["last"]
+        (tf, mf, of), (tm, mm, om) = results["fused"], results["materialised"]
+        diff = (of - om).abs().max().item()
+        print(f"\n[{width}] d={cfg['embed_dim']} heads={cfg['num_heads']} ffn={cfg['mlp_dim']} "
+              f"depth={cfg['depth']} ({params:.1f}M params)")
+        print(f"  fused SDPA     : {tf * 1e3:9.1f} ms/step   peak {mf:8.1f} MiB")
+        print(f"  materialised   : {tm * 1e3:9.1f} ms/step   peak {mm:8.1f} MiB")
+        print(f"  speed-up       : {tm / tf:.2f}x   memory ratio {mm / max(mf, 1e-9):.2f}x   "
+              f"max |fused - materialised| = {diff:.2e}")
+        print(f"  forward, official shape (all pairs) {t_full * 1e3:.1f} ms vs last_only {t_last * 1e3:.1f} ms "
+              f"-> {t_full / t_last:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
