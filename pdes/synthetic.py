@@ -124,8 +124,10 @@ def write_cfd2d(
     solver = CFDSolver(cfg)
     rng = np.random.default_rng(seed)
     total = sum(splits.values())
-    items = range(total)
-    trajs = [solver.trajectory(rng) for _ in (_progress(items, "cfd2d", total) if progress else items)]
+    sim_batch = 16  # trajectories simulated together (one shared stable time step)
+    batches = range(0, total, sim_batch)
+    trajs = [t for start in (_progress(batches, "cfd2d", len(batches)) if progress else batches)
+             for t in solver.trajectories(rng, min(sim_batch, total - start))]
     out_dir = Path(out_dir)
     if layout == "pdebench":
         name = f"2D_CFD_Rand_M{mach:g}_Eta{eta:g}_Zeta{zeta:g}_periodic_{resolution}_Train.hdf5"

@@ -96,14 +96,14 @@ class CFDSolver:
         return np.where(sL >= 0, FL, np.where(sR <= 0, FR, hll))
 
     def _interface_flux(self, W: np.ndarray, axis: int) -> np.ndarray:
-        """HLL flux through the face between cell i and i+1 along ``axis`` (1 = x, 2 = y)."""
-        if axis == 2:  # rotate so that the normal velocity comes first
+        """HLL flux through the face between cell i and i+1 along ``axis`` (-2 = x, -1 = y)."""
+        if axis == -1:  # rotate so that the normal velocity comes first
             W = W[[0, 2, 1, 3]]
         slope = minmod(W - np.roll(W, 1, axis=axis), np.roll(W, -1, axis=axis) - W)
         WL = W + 0.5 * slope
         WR = np.roll(W - 0.5 * slope, -1, axis=axis)
         F = self._hll(WL, WR)
-        return F[[0, 2, 1, 3]] if axis == 2 else F
+        return F[[0, 2, 1, 3]] if axis == -1 else F
 
     def _viscous_flux(self, W: np.ndarray):
         """``(Fx, Fy)`` viscous fluxes (momentum: −σ', energy: −σ'·v) at cell centres."""
@@ -115,8 +115,8 @@ class CFDSolver:
         def d(f, axis, h):
             return (np.roll(f, -1, axis) - np.roll(f, 1, axis)) / (2 * h)
 
-        dvx_dx, dvx_dy = d(vx, 0, cfg.dx), d(vx, 1, cfg.dy)
-        dvy_dx, dvy_dy = d(vy, 0, cfg.dx), d(vy, 1, cfg.dy)
+        dvx_dx, dvx_dy = d(vx, -2, cfg.dx), d(vx, -1, cfg.dy)
+        dvy_dx, dvy_dy = d(vy, -2, cfg.dx), d(vy, -1, cfg.dy)
         div = dvx_dx + dvy_dy
         sxx = cfg.eta * (2 * dvx_dx - 2 / 3 * div) + cfg.zeta * div
         syy = cfg.eta * (2 * dvy_dy - 2 / 3 * div) + cfg.zeta * div
@@ -129,14 +129,14 @@ class CFDSolver:
     def rhs(self, U: np.ndarray) -> np.ndarray:
         cfg = self.cfg
         W = self.primitive(U)
-        Fx = self._interface_flux(W, 1)
-        Fy = self._interface_flux(W, 2)
-        out = -(Fx - np.roll(Fx, 1, axis=1)) / cfg.dx - (Fy - np.roll(Fy, 1, axis=2)) / cfg.dy
+        Fx = self._interface_flux(W, -2)
+        Fy = self._interface_flux(W, -1)
+        out = -(Fx - np.roll(Fx, 1, axis=-2)) / cfg.dx - (Fy - np.roll(Fy, 1, axis=-1)) / cfg.dy
         visc = self._viscous_flux(W)
         if visc is not None:
             Vx, Vy = visc
-            out -= (np.roll(Vx, -1, 1) - np.roll(Vx, 1, 1)) / (2 * cfg.dx)
-            out -= (np.roll(Vy, -1, 2) - np.roll(Vy, 1, 2)) / (2 * cfg.dy)
+            out -= (np.roll(Vx, -1, -2) - np.roll(Vx, 1, -2)) / (2 * cfg.dx)
+            out -= (np.roll(Vy, -1, -1) - np.roll(Vy, 1, -1)) / (2 * cfg.dy)
         return out
 
     def max_dt(self, U: np.ndarray) -> float:
@@ -156,7 +156,11 @@ class CFDSolver:
         return 0.5 * (U + U1 + dt * self.rhs(U1))
 
     def evolve(self, W0: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
-        """Primitive states ``(len(times), 4, nx, ny)`` at ``times`` (default: the save times)."""
+        """Primitive states ``(len(times), 4, ..., nx, ny)`` at ``times`` (default: the save times).
+
+        ``W0`` is ``(4, nx, ny)`` or a batch ``(4, B, nx, ny)`` of initial states advanced together
+        (one shared, stable time step).
+        """
         times = self.cfg.times() if times is None else np.asarray(times, dtype=float)
         U = self.conservative(np.asarray(W0, dtype=float))
         out = np.empty((len(times),) + U.shape)
@@ -167,7 +171,7 @@ class CFDSolver:
                 U = self.step(U, dt)
                 t += dt
             out[k] = self.primitive(U)
-        if not np.all(np.isfinite(out)) or np.any(out[:, 0] <= 0) or np.any(out[:, 3] <= 0):
+        if not np.all(np.isfinite(out)) or np.any(out[:, 0] <= 0) or np.any(out[:, 3] <= 0):  # pragma: no cover
             raise FloatingPointError("CFD solver produced a non-physical state (negative density/pressure)")
         return out
 
@@ -196,5 +200,11 @@ class CFDSolver:
 
     def trajectory(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """``{"density", "Vx", "Vy", "pressure"}`` each ``(nt, nx, ny)`` (PDEBench key names)."""
-        W = self.evolve(self.random_initial(rng))
-        return {"density": W[:, 0], "Vx": W[:, 1], "Vy": W[:, 2], "pressure": W[:, 3]}
+        return self.trajectories(rng, 1)[0]
+
+    def trajectories(self, rng: np.random.Generator, count: int) -> list[dict[str, np.ndarray]]:
+        """``count`` trajectories from random initial states, simulated as one batch."""
+        W0 = np.stack([self.random_initial(rng) for _ in range(count)], axis=1)  # (4, B, nx, ny)
+        W = self.evolve(W0)  # (nt, 4, B, nx, ny)
+        keys = ("density", "Vx", "Vy", "pressure")
+        return [{k: W[:, c, b] for c, k in enumerate(keys)} for b in range(count)]

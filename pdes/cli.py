@@ -1,0 +1,309 @@
+"""``geovit pdes {train,rollout,synth}``: train VICON on fluid data, roll it out, generate data.
+
+Examples::
+
+    geovit pdes synth data/ns2d --kind ns2d --resolution 32 --num-train 64
+    geovit pdes synth data/cfd2d --kind cfd2d --layout vicon --mach 1.0
+    geovit pdes train --data data/ns2d data/cfd2d --out runs/vicon --max-steps 2000
+    geovit pdes train --out runs/demo                # no data: generates OUT/synthetic_data first
+    geovit pdes rollout runs/vicon/checkpoints/last.ckpt --data data/ns2d \\
+        --strategy multi_repeat --max-stride 5 --out runs/vicon/rollout
+    geovit pdes rollout CKPT --data DIR --drop-frames 1,3,5,7     # or: --drop-frames mask
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from geovit.errors import DataError, GeovitError
+
+#: ``geovit pdes train`` settings (``--config`` YAML keys). Model keys are VICON constructor kwargs.
+TRAIN_DEFAULTS: dict = {
+    # model (pdes.vicon.VICON); patch_size None = frame_size // num_patches
+    "embed_dim": 128, "num_heads": 4, "mlp_dim": 256, "depth": 4, "dropout": 0.0, "max_pairs": 10,
+    "num_patches": 4, "patch_size": None,
+    # data: frame_size None = the stored resolution; channels None = every field of each data set
+    "frame_size": None, "channels": None, "num_pairs": 10, "max_stride": 5,
+    # optimisation (official: lr 1e-4, wd 1e-4, 20k warm-up steps of 200k, clip 1.0, min_ex 5)
+    "lr": 5e-4, "weight_decay": 1e-4, "warmup_steps": 200, "total_steps": None, "grad_clip": 1.0, "min_ex": 5,
+    "batch_size": 8, "max_steps": 2000,
+    # generated data when no --data is given
+    "synthetic_resolution": 32, "synthetic_trajectories": 24,
+}
+MODEL_KEYS = ("embed_dim", "num_heads", "mlp_dim", "depth", "dropout", "max_pairs", "num_patches", "patch_size")
+
+
+# ---------------------------------------------------------------------------- train
+def _train_datasets(cfg: dict, roots: list[Path], seed: int):
+    from pdes.data import PromptDataset, check_same_frames
+
+    common = dict(channels=cfg["channels"], frame_size=cfg["frame_size"])
+    train = [PromptDataset(r, "train", num_pairs=cfg["num_pairs"], max_stride=cfg["max_stride"], seed=seed, **common)
+             for r in roots]
+    sizes = {d.frame_size for d in train}
+    if len(sizes) > 1:
+        raise DataError(f"--data: data sets have different frame sizes {sorted(sizes)}; set frame_size in --config "
+                        "to a common size (frames are average-pooled by an integer factor)")
+    frame = sizes.pop()
+    valid = []
+    for r in roots:
+        try:
+            valid.append(PromptDataset(r, "valid", num_pairs=cfg["num_pairs"], max_stride=cfg["max_stride"],
+                                       seed=seed + 1, **common))
+        except DataError as err:
+            if "no valid data" not in str(err) and "split is empty" not in str(err):
+                raise
+    check_same_frames(train + valid, frame)
+    return train, valid, frame
+
+
+def _model_config(cfg: dict, frame: int) -> dict:
+    model = {k: cfg[k] for k in MODEL_KEYS}
+    if model["patch_size"] is None:
+        if frame % model["num_patches"]:
+            raise GeovitError(f"num_patches={model['num_patches']} does not divide the frame size {frame}; "
+                              "set num_patches/patch_size in --config")
+        model["patch_size"] = frame // model["num_patches"]
+    if model["num_patches"] * model["patch_size"] != frame:
+        raise GeovitError(f"num_patches * patch_size = {model['num_patches'] * model['patch_size']} but the data "
+                          f"frames are {frame}x{frame}")
+    if cfg["num_pairs"] > model["max_pairs"] or cfg["min_ex"] >= cfg["num_pairs"]:
+        raise GeovitError(f"num_pairs={cfg['num_pairs']}, min_ex={cfg['min_ex']}, max_pairs={model['max_pairs']}: "
+                          "expected min_ex < num_pairs <= max_pairs")
+    model["num_channels"] = 7
+    return model
+
+
+def _train(args: argparse.Namespace) -> int:
+    import lightning as L
+
+    from geovit.training import build_trainer, merged_config, output_dir, resume_path
+    from pdes.training import VICONModule, combined_loader
+
+    cfg = merged_config(args, TRAIN_DEFAULTS, cli_keys=("batch_size", "max_steps"))
+    out = output_dir(args, "pdes")
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    roots = [Path(d) for d in args.data or []]
+    if not roots:
+        from pdes.synthetic import write_default_sets
+
+        where = out / "synthetic_data"
+        if not (where / "ns2d").is_dir() or not (where / "cfd2d").is_dir():
+            n = int(cfg["synthetic_trajectories"])
+            print(f"no --data given: generating SYNTHETIC training data (smoke in PDEArena format, compressible "
+                  f"flow in PDEBench/VICON format, {cfg['synthetic_resolution']}², {n} train trajectories each) "
+                  f"in {where}")
+            write_default_sets(where, resolution=int(cfg["synthetic_resolution"]), seed=args.seed,
+                               splits={"train": n, "valid": max(n // 6, 2), "test": max(n // 6, 2)})
+        else:
+            print(f"no --data given: using the SYNTHETIC data generated earlier in {where}")
+        roots = [where / "ns2d", where / "cfd2d"]
+    train, valid, frame = _train_datasets(cfg, roots, args.seed)
+    model = _model_config(cfg, frame)
+    max_steps = int(cfg["max_steps"])
+    module = VICONModule(
+        model, lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
+        warmup_steps=int(cfg["warmup_steps"]), total_steps=int(cfg["total_steps"] or max_steps),
+        min_ex=int(cfg["min_ex"]), datasets=[str(r) for r in roots],
+    )
+    print("training VICON on " + ", ".join(f"{d.name} ({len(d)} trajectories)" for d in train)
+          + f"; frames {frame}x{frame}, {sum(p.numel() for p in module.model.parameters()):,} parameters")
+    batch = int(cfg["batch_size"])
+    trainer = build_trainer(args, out, monitor="valid/loss" if valid else None, mode="min", max_steps=max_steps,
+                            gradient_clip_val=float(cfg["grad_clip"]),
+                            check_val_every_n_epoch=None, val_check_interval=min(max_steps, 200) if valid else None,
+                            limit_val_batches=4 if valid else 0, log_every_n_steps=max(1, min(50, max_steps // 20)))
+    trainer.fit(
+        module,
+        train_dataloaders=combined_loader(train, batch, num_workers=args.num_workers, seed=args.seed),
+        val_dataloaders=combined_loader(valid, batch, mode="max_size", shuffle=False) if valid else None,
+        ckpt_path=resume_path(args, out),
+    )
+    print(f"checkpoints in {out / 'checkpoints'}, logs in {out / 'logs'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- rollout
+def _dropped_masks(spec: str | None, ds, rows: list[int], gt_steps: int):
+    import torch
+
+    if spec is None:
+        return None
+    T = ds.num_frames
+    if spec == "mask":
+        missing = [s.path for s in ds.sources if not s.has_dropped]
+        if missing:
+            raise DataError(f"{missing[0]}: --drop-frames mask needs the key 'dropped_mask' (N, T) bool in every file")
+        return torch.stack([ds.dropped(i) for i in rows])
+    try:
+        drop = sorted({int(t) for t in spec.split(",") if t.strip()})
+    except ValueError:
+        raise GeovitError(f"--drop-frames {spec!r}: expected 'mask' or comma-separated frame indices, e.g. 1,3,5") from None
+    bad = [t for t in drop if not 0 <= t < gt_steps]
+    if bad:
+        raise GeovitError(f"--drop-frames {spec!r}: frames {bad} are not among the given frames 0..{gt_steps - 1}")
+    mask = torch.zeros(T, dtype=torch.bool)
+    mask[drop] = True
+    return mask.expand(len(rows), T)
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from pdes import metrics
+    from pdes.data import TrajectoryDataset
+    from pdes.plots import write_error_curve, write_strip, write_table
+    from pdes.rollout import make_strategy, rollout
+    from pdes.training import load_trained
+
+    model = load_trained(args.checkpoint)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.accelerator != "cpu" else "cpu")
+    model.to(device)
+    ds = TrajectoryDataset(args.data, args.split, channels=args.channels.split(",") if args.channels else None,
+                           frame_size=model.frame_size if args.frame_size is None else args.frame_size,
+                           min_frames=args.gt_steps + 1)
+    if ds.frame_size != model.frame_size:
+        raise DataError(f"--data {args.data}: frames are {ds.frame_size}x{ds.frame_size}, the model takes "
+                        f"{model.frame_size}x{model.frame_size}")
+    make_strategy(args.strategy, ds.num_frames, args.gt_steps, args.num_examples, args.max_stride)  # validate early
+    n = len(ds) if args.max_trajectories is None else min(len(ds), args.max_trajectories)
+    mask = torch.from_numpy(ds.channel_mask)
+    errors = {s: [] for s in metrics.SCHEMES}
+    predicted_all, strip = [], None
+    for start in tqdm(range(0, n, args.batch_size), desc="rollout", unit="batch"):
+        rows = list(range(start, min(start + args.batch_size, n)))
+        traj = torch.stack([ds.read(i) for i in rows]).to(device)
+        drops = _dropped_masks(args.drop_frames, ds, rows, args.gt_steps)
+        res = rollout(model, traj, mask, args.strategy, gt_steps=args.gt_steps, num_examples=args.num_examples,
+                      max_stride=args.max_stride, dropped_mask=drops)
+        pred, gt = res.future[:, :, :-1].cpu(), traj[:, args.gt_steps:, :-1].cpu()
+        done = res.predicted[:, args.gt_steps:].cpu()
+        for s in metrics.SCHEMES:
+            err = metrics.channel_mean(metrics.scaled_error(pred, gt, s), mask[:-1])
+            errors[s].append(torch.where(done, err, torch.full_like(err, float("nan"))))
+        predicted_all.append(done)
+        if args.plot_trajectory in rows:
+            k = rows.index(args.plot_trajectory)
+            strip = (gt[k], pred[k], done[k])
+    errors = {s: torch.cat(e).numpy() for s, e in errors.items()}
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "rollout"
+    files = [ds.locate(i) for i in range(n)]
+    rows_out = []
+    for i in range(n):
+        row = {"trajectory": i, "file": Path(files[i][0].path).name, "index": files[i][1]}
+        for s in metrics.SCHEMES:
+            e = errors[s][i]
+            row[f"last_step_{s}"] = float(e[-1])
+            row[f"mean_{s}"] = float(np.nanmean(e)) if np.isfinite(e).any() else float("nan")
+        rows_out.append(row)
+    mean_row = {"trajectory": "mean", "file": "", "index": ""}
+    for key in rows_out[0]:
+        if key.startswith(("last_step_", "mean_")):
+            mean_row[key] = float(np.nanmean([r[key] for r in rows_out]))
+    write_table(out / "rollout_errors.csv", rows_out + [mean_row])
+    times = np.arange(args.gt_steps, ds.num_frames)
+    write_error_curve(out / "error_vs_time.png", times, errors,
+                      title=f"{ds.spec.name}: {args.strategy}, max stride {args.max_stride}")
+    written = [out / "rollout_errors.csv", out / "error_vs_time.png"]
+    if strip is not None:
+        slot = args.plot_channel or next(s for s, m in zip(_slots(), ds.channel_mask) if m)
+        path = out / f"trajectory_{args.plot_trajectory}_{slot}.png"
+        write_strip(path, *strip, channel=_slots().index(slot), times=times, label=slot)
+        written.append(path)
+    print(f"{ds.spec.name} {args.split}: {n} trajectories, strategy {args.strategy}, max stride {args.max_stride}"
+          + (f", dropped frames {args.drop_frames}" if args.drop_frames else ""))
+    for s in metrics.SCHEMES:
+        print(f"  last-step error ({s}): {mean_row[f'last_step_{s}']:.4f}   time-mean: {mean_row[f'mean_{s}']:.4f}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _slots():
+    from pdes.data import SLOTS
+
+    return SLOTS
+
+
+# ---------------------------------------------------------------------------- synth
+def _synth(args: argparse.Namespace) -> int:
+    from pdes import synthetic
+
+    splits = {"train": args.num_train, "valid": args.num_valid, "test": args.num_test}
+    common = dict(splits=splits, resolution=args.resolution, seed=args.seed, dropped_every=args.dropped_every)
+    if args.kind == "ns2d":
+        if args.layout not in (None, "pdearena"):
+            raise GeovitError(f"--layout {args.layout}: ns2d data is written in the PDEArena layout only")
+        frames = args.frames or 24
+        paths = synthetic.write_ns2d(args.out_dir, num_frames=frames, buoyancy=args.buoyancy, **common)
+    else:
+        if args.layout == "pdearena":
+            raise GeovitError("--layout pdearena: cfd2d data is written as 'pdebench' or 'vicon'")
+        frames = args.frames or 21
+        paths = synthetic.write_cfd2d(args.out_dir, num_frames=frames, mach=args.mach, eta=args.viscosity,
+                                      zeta=args.viscosity, layout=args.layout or "pdebench", **common)
+    print(f"wrote SYNTHETIC {args.kind} data (real solver, tiny sizes; not the released data) to {args.out_dir}: "
+          f"{len(paths)} file(s), {args.resolution}x{args.resolution}, {frames} frames")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parsers
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def add_commands(sub) -> None:
+    from geovit.training import add_training_args
+
+    p = sub.add_parser("pdes", help="VICON: in-context operator learning and rollout of fluid fields")
+    psub = p.add_subparsers(dest="pdes_command", metavar="ACTION", required=True)
+
+    t = psub.add_parser("train", help="train VICON on PDEArena / PDEBench data sets (one batch of each per step)")
+    t.add_argument("--data", nargs="+", default=None, metavar="DIR",
+                   help="data sets (PDEArena shard folder, PDEBench .hdf5 folder/file, VICON {split}/ folder); "
+                        "none: generate synthetic ones in OUT/synthetic_data")
+    add_training_args(t)
+    t.set_defaults(func=_train)
+
+    r = psub.add_parser("rollout", help="autoregressive rollout: last-step errors (CSV) and plots (PNG)")
+    r.add_argument("checkpoint", help="geovit VICON checkpoint (*.ckpt from 'pdes train' or geovit *.safetensors)")
+    r.add_argument("--data", required=True, help="data set folder or file")
+    r.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    r.add_argument("--strategy", default="single_step",
+                   help="single_step, multi_norepeat, multi_repeat (or the official fixed_* names)")
+    r.add_argument("--max-stride", type=_positive, default=1)
+    r.add_argument("--gt-steps", type=_positive, default=10, help="given (ground-truth) frames")
+    r.add_argument("--num-examples", type=_positive, default=9, help="example pairs per prompt")
+    r.add_argument("--drop-frames", default=None,
+                   help="'mask' (use the files' dropped_mask) or frame indices among the given ones, e.g. 1,3,5")
+    r.add_argument("--channels", default=None, help="comma-separated slots to evaluate (default: all fields)")
+    r.add_argument("--frame-size", type=_positive, default=None, help="average-pool frames to this size")
+    r.add_argument("--batch-size", type=_positive, default=8, help="trajectories per model call")
+    r.add_argument("--max-trajectories", type=_positive, default=None)
+    r.add_argument("--plot-trajectory", type=int, default=0, help="trajectory shown in the PNG strip")
+    r.add_argument("--plot-channel", default=None, help="slot shown in the strip (default: first field)")
+    r.add_argument("--accelerator", default="auto", help="cpu or auto (cuda when present)")
+    r.add_argument("--out", default=None, help="output folder (default: CKPT folder/rollout)")
+    r.set_defaults(func=_rollout)
+
+    s = psub.add_parser("synth", help="generate small data sets with real solvers in the PDEArena/PDEBench formats")
+    s.add_argument("out_dir")
+    s.add_argument("--kind", required=True, choices=("ns2d", "cfd2d"),
+                   help="ns2d: buoyancy-driven smoke (PDEArena); cfd2d: compressible Navier-Stokes (PDEBench)")
+    s.add_argument("--layout", default=None, choices=("pdearena", "pdebench", "vicon"))
+    s.add_argument("--resolution", type=_positive, default=32)
+    s.add_argument("--frames", type=_positive, default=None, help="frames per trajectory (ns2d 24, cfd2d 21)")
+    s.add_argument("--num-train", type=int, default=24)
+    s.add_argument("--num-valid", type=int, default=4)
+    s.add_argument("--num-test", type=int, default=4)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--buoyancy", type=float, default=None, help="ns2d buoyancy (default: drawn from [0.2, 0.5])")
+    s.add_argument("--mach", type=float, default=0.1, help="cfd2d Mach number of the random initial velocity")
+    s.add_argument("--viscosity", type=float, default=1e-8, help="cfd2d shear = bulk viscosity")
+    s.add_argument("--dropped-every", type=_positive, default=None,
+                   help="also write dropped_mask: every k-th frame of the first 10 unavailable")
+    s.set_defaults(func=_synth)
