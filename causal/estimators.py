@@ -351,7 +351,8 @@ class CATEEvaluation:
 
     ``estimate`` is the mean RATE over halves, ``std_err`` = √(Σ SE²)/n_halves (the halves are
     scored on disjoint units), ``rate_ratio`` the mean of the per-half RATE Ratios (on the same scale
-    as a single split).  ``units`` holds each half's evaluation positions, ``priorities`` and
+    as a single split).  For a paired comparison of two models they are arrays
+    ``[model1, model2, model1 - model2]`` (see ``target``).  ``units`` holds each half's evaluation positions, ``priorities`` and
     ``dr_scores`` the per-half vectors (for TOC plots and paired tests).
     """
 
@@ -361,17 +362,26 @@ class CATEEvaluation:
     dr_scores: list[np.ndarray]
     scales: list = field(default_factory=list)
 
-    @property
-    def estimate(self) -> float:
-        return float(np.mean([f.estimate for f in self.folds]))
+    @staticmethod
+    def _scalar(value):
+        return float(value) if np.ndim(value) == 0 else value
 
     @property
-    def std_err(self) -> float:
-        return float(np.sqrt(np.sum([f.std_err ** 2 for f in self.folds])) / len(self.folds))
+    def estimate(self) -> float | np.ndarray:
+        return self._scalar(np.mean([f.estimate for f in self.folds], axis=0))
 
     @property
-    def rate_ratio(self) -> float:
-        return float(np.mean([f.rate_ratio for f in self.folds]))
+    def std_err(self) -> float | np.ndarray:
+        se = np.sqrt(np.sum([np.square(f.std_err) for f in self.folds], axis=0)) / len(self.folds)
+        return self._scalar(se)
+
+    @property
+    def rate_ratio(self) -> float | np.ndarray:
+        return self._scalar(np.mean([f.rate_ratio for f in self.folds], axis=0))
+
+    @property
+    def target(self) -> str | list[str]:
+        return self.folds[0].target
 
     @property
     def toc(self) -> pd.DataFrame:
@@ -382,7 +392,7 @@ class CATEEvaluation:
         """τ̂ for every unit predicted by the forest fitted on the *other* half (NaN if not scored)."""
         out = np.full(n, np.nan)
         for units, prio in zip(self.units, self.priorities):
-            out[units] = prio
+            out[units] = prio if np.ndim(prio) == 1 else np.asarray(prio)[:, 0]
         return out
 
 
@@ -390,9 +400,10 @@ def _subset(X_scales: dict, idx: np.ndarray) -> dict:
     return {s: v[idx] for s, v in X_scales.items()}
 
 
-def evaluate_rate(estimator: MultiScaleCATE, Y, T, X_scales, *, swap: bool = True,
-                  target: str = "AUTOC", q=None, n_bootstrap: int = 200, clusters=None,
-                  split: tuple[np.ndarray, np.ndarray] | None = None, random_state=None) -> CATEEvaluation:
+def evaluate_rate(estimator: MultiScaleCATE | Mapping[str, MultiScaleCATE], Y, T, X_scales, *,
+                  swap: bool = True, target: str = "AUTOC", q=None, n_bootstrap: int = 200,
+                  clusters=None, split: tuple[np.ndarray, np.ndarray] | None = None,
+                  random_state=None) -> CATEEvaluation:
     """grf's evaluation recipe for ``estimator`` (unfitted template; it is cloned).
 
     Split the units into halves A and B (whole clusters when ``clusters`` is given; or pass
@@ -400,6 +411,11 @@ def evaluate_rate(estimator: MultiScaleCATE, Y, T, X_scales, *, swap: bool = Tru
     evaluation forest on B, build AIPW scores on B from its cross-fitted m̂, ê and OOB τ̂, and
     compute RATE (``target``) with its half-sample bootstrap SE on B (clustered when given).
     With ``swap`` the roles of A and B are exchanged and a second result is added.
+
+    Paired comparison: pass ``{"label1": est1, "label2": est2}`` (e.g. two scale subsets).  Both
+    rules are scored with the *same* DR scores -- from an evaluation forest on the union of their
+    scales -- and the same bootstrap draws, so ``estimate[2]`` / ``std_err[2]`` test the RATE
+    difference (grf's two-column ``priorities``).
     """
     table = as_scale_dict(X_scales)
     n = next(iter(table.values())).shape[0]
@@ -407,23 +423,35 @@ def evaluate_rate(estimator: MultiScaleCATE, Y, T, X_scales, *, swap: bool = Tru
     cl = None if clusters is None else np.asarray(clusters)
     if cl is not None and cl.shape[0] != n:
         raise GeovitError(f"`clusters` has {cl.shape[0]} entries for {n} units")
+    if isinstance(estimator, Mapping):
+        models = {str(k): v for k, v in estimator.items()}
+        if len(models) != 2:
+            raise GeovitError(f"a paired comparison takes exactly two estimators, got {list(models)}")
+        union: list = []
+        for model in models.values():
+            union += [s for s in resolve_scales(table, model.scales) if s not in union]
+        evaluator = clone(next(iter(models.values()))).set_params(scales=union)
+    else:
+        models, evaluator = {"priorities": estimator}, estimator
+        union = resolve_scales(table, estimator.scales)
     rng = np.random.default_rng(random_state)
     a, b = split if split is not None else split_halves(n, cl, 0.5, rng)
     directions = [(a, b), (b, a)] if swap else [(a, b)]
-    result = CATEEvaluation([], [], [], [], list(estimator.scales or table))
+    groups = (lambda idx: None) if cl is None else (lambda idx: cl[idx])  # noqa: E731
+    result = CATEEvaluation([], [], [], [], union)
     for train, test in directions:
-        model = clone(estimator).fit(y[train], t[train], _subset(table, train),
-                                     groups=None if cl is None else cl[train])
-        priorities = model.effect(_subset(table, test))
-        evaluation = clone(estimator).fit(y[test], t[test], _subset(table, test),
-                                          groups=None if cl is None else cl[test])
+        x_test = _subset(table, test)
+        priorities = {label: clone(model).fit(y[train], t[train], _subset(table, train),
+                                              groups=groups(train)).effect(x_test)
+                      for label, model in models.items()}
+        evaluation = clone(evaluator).fit(y[test], t[test], x_test, groups=groups(test))
         scores = evaluation.dr_scores()
-        rate = rank_average_treatment_effect(
-            scores, priorities, target=target, q=q, n_bootstrap=n_bootstrap,
-            clusters=None if cl is None else cl[test], random_state=rng)
+        prio = priorities["priorities"] if len(models) == 1 else pd.DataFrame(priorities)
+        rate = rank_average_treatment_effect(scores, prio, target=target, q=q, n_bootstrap=n_bootstrap,
+                                             clusters=groups(test), random_state=rng)
         result.folds.append(rate)
         result.units.append(test)
-        result.priorities.append(priorities)
+        result.priorities.append(prio if len(models) == 1 else prio.to_numpy())
         result.dr_scores.append(scores)
     return result
 
@@ -437,11 +465,14 @@ class ScaleSearchResult:
     ``table``: every candidate subset scored on the selection units (columns ``scales``, ``k``,
     ``estimate``, ``std_err``, ``rate_ratio``), best first.  ``best_single`` / ``best_multi``:
     the winners chosen there.  ``confirmation``: the two winners re-fitted and scored on the
-    held-out confirmation units (``None`` when ``holdout_fraction`` is 0).  ``multiscale_gain``:
+    held-out confirmation units as a paired comparison (same DR scores, same bootstrap draws;
+    rows ``best_multi``, ``best_single`` and ``best_multi - best_single``, whose ``rate_ratio``
+    is the t-statistic of the RATE difference); ``None`` when ``holdout_fraction`` is 0.
+    ``multiscale_gain``:
     RATE Ratio(best_multi) − RATE Ratio(best_single) on the confirmation units (the honest
     number); ``selection_gain``: the same difference on the selection units (optimistic).
     ``selection_units`` / ``confirmation_units``: row positions of the two parts; ``evaluations``
-    the :class:`CATEEvaluation` of every candidate (and of the confirmation runs).
+    the :class:`CATEEvaluation` of every candidate (and ``"confirmation"``).
     """
 
     table: pd.DataFrame
@@ -483,8 +514,8 @@ def scale_search(Y, T, X_scales, *, estimator: MultiScaleCATE | None = None, max
     split (whole clusters) into a *selection* part and a held-out *confirmation* part
     (``holdout_fraction``).  Every candidate runs the grf RATE recipe (:func:`evaluate_rate`)
     on the selection part; the best single scale and the best multi-scale subset are chosen by
-    RATE Ratio there, then re-fitted and scored on the confirmation part, where the Multi-scale
-    Gain is reported.  ``estimator`` is the template (its ``scales`` is overridden).
+    RATE Ratio there, then re-fitted and compared (paired) on the confirmation part, where the
+    Multi-scale Gain is reported.  ``estimator`` is the template (its ``scales`` is overridden).
     """
     table = as_scale_dict(X_scales)
     scales = list(table)
@@ -526,17 +557,22 @@ def scale_search(Y, T, X_scales, *, estimator: MultiScaleCATE | None = None, max
     if confirm is not None:
         yc, tc, xc, cc = sub(confirm)
         halves_c = split_halves(len(confirm), cc, 0.5, rng)
-        rows = []
-        for role, subset in (("best_single", best_single), ("best_multi", best_multi)):
-            if subset is None:
-                continue
-            model = clone(template).set_params(scales=list(subset))
-            ev = evaluate_rate(model, yc, tc, xc, swap=swap, target=target, n_bootstrap=n_bootstrap,
-                               clusters=cc, split=halves_c, random_state=rng)
-            evaluations[("confirmation", role)] = ev
-            rows.append({"role": role, **_row(subset, ev)})
-        confirmation = pd.DataFrame(rows)
+        winners = {"best_multi": best_multi, "best_single": best_single}
+        winners = {role: subset for role, subset in winners.items() if subset is not None}
+        models = {role: clone(template).set_params(scales=list(subset)) for role, subset in winners.items()}
+        ev = evaluate_rate(models if len(models) == 2 else models["best_single"], yc, tc, xc, swap=swap,
+                           target=target, n_bootstrap=n_bootstrap, clusters=cc, split=halves_c,
+                           random_state=rng)
+        evaluations["confirmation"] = ev
+        labels = list(winners) + (["best_multi - best_single"] if len(winners) == 2 else [])
+        subsets = list(winners.values()) + ([None] if len(winners) == 2 else [])
+        confirmation = pd.DataFrame({
+            "role": labels,
+            "scales": ["+".join(map(str, c)) if c is not None else "difference" for c in subsets],
+            "estimate": np.atleast_1d(ev.estimate), "std_err": np.atleast_1d(ev.std_err),
+            "rate_ratio": np.atleast_1d(ev.rate_ratio)})
         if best_multi is not None:
-            gain = float(confirmation.rate_ratio.iloc[1] - confirmation.rate_ratio.iloc[0])
+            ratio = confirmation.set_index("role")["rate_ratio"]
+            gain = float(ratio["best_multi"] - ratio["best_single"])
     return ScaleSearchResult(scored, best_single, best_multi, confirmation, gain, selection_gain,
                              select, confirm, evaluations)

@@ -160,8 +160,11 @@ def test_scale_search_protocol_and_multiscale_gain():
         by_name["+".join(map(str, result.best_multi))] - by_name["+".join(map(str, result.best_single))])
     sel, conf = result.selection_units, result.confirmation_units
     assert not set(sel) & set(conf) and len(sel) + len(conf) == 480
-    ratio = result.confirmation.set_index("role")["rate_ratio"]
+    confirmation = result.confirmation.set_index("role")
+    assert list(confirmation.index) == ["best_multi", "best_single", "best_multi - best_single"]
+    ratio, estimate = confirmation["rate_ratio"], confirmation["estimate"]
     assert result.multiscale_gain == pytest.approx(ratio["best_multi"] - ratio["best_single"])
+    assert estimate.iloc[2] == pytest.approx(estimate.iloc[0] - estimate.iloc[1])
     # the choice never sees the confirmation units: scrambling their outcomes changes nothing there
     y2 = y.copy()
     y2[conf] = np.random.default_rng(9).permutation(y2[conf])
@@ -171,3 +174,19 @@ def test_scale_search_protocol_and_multiscale_gain():
     assert again.confirmation["rate_ratio"].tolist() != result.confirmation["rate_ratio"].tolist()
     with pytest.raises(GeovitError, match="impossible with 3 scales"):
         scale_search(y, t, emb, estimator=small(), max_k=[4])
+
+
+def test_paired_comparison_shares_scores_and_draws():
+    y, t, emb, tau = make_rct(n=400, effect_scales=(32,), seed=4)
+    pair = {"signal": small(scales=[32]), "noise": small(scales=[64])}
+    ev = evaluate_rate(pair, y, t, emb, swap=False, n_bootstrap=100, random_state=0)
+    assert ev.target == ["signal | AUTOC", "noise | AUTOC", "signal - noise | AUTOC"]
+    assert ev.scales == [32, 64]  # evaluation forest on the union of both rules' scales
+    assert ev.estimate[2] == pytest.approx(ev.estimate[0] - ev.estimate[1])
+    assert ev.rate_ratio[2] > 2  # the informative scale wins, significantly
+    train = np.setdiff1d(np.arange(400), ev.units[0])
+    single = evaluate_rate(small(scales=[32]), y, t, emb, swap=False, n_bootstrap=0,
+                           split=(train, ev.units[0]))
+    np.testing.assert_allclose(single.priorities[0], ev.priorities[0][:, 0])  # same forest on A
+    with pytest.raises(GeovitError, match="exactly two"):
+        evaluate_rate({"a": small()}, y, t, emb)
