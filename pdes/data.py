@@ -34,7 +34,8 @@ Public API::
     item = ds[i]   # {"frames": (T, 7, H, W) float32, "channel_mask": (7,), "dropped": (T,) bool,
                    #  "dataset": name, "file": path, "index": n}
     pr = PromptDataset(root, split="train", num_pairs=10, max_stride=5, ...)
-    item = pr[i]   # {"cond": (pairs, 7, H, W), "qoi": (pairs, 7, H, W), "channel_mask": (7,), ...}
+    item = pr[i]   # {"cond": (pairs, 7, H, W), "qoi": (pairs, 7, H, W), "channel_mask": (7,),
+                   #  "stride": (), "t_cond": (pairs,)}   (QoI times = t_cond + stride)
     loaders = multi_dataset_loaders([pr_a, pr_b], batch_size=8)   # dict name -> DataLoader
 """
 from __future__ import annotations
@@ -189,10 +190,9 @@ def discover(root: str | os.PathLike, split: str, min_frames: int = 2) -> list[_
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: data folder not found")
-    whole_file = False
+    whole_file = False  # True: every trajectory of a file belongs to the split (VICON folders)
     if root.is_file():
         files = [root]
-        whole_file = PDEARENA_PATTERN.match(root.name) is None
     elif any(PDEARENA_PATTERN.match(p.name) for p in root.iterdir()):
         files = sorted((p for p in root.iterdir() if PDEARENA_PATTERN.match(p.name) and f"_{split}_" in p.name),
                        key=_natural_key)
@@ -219,7 +219,7 @@ def discover(root: str | os.PathLike, split: str, min_frames: int = 2) -> list[_
             spec = SPECS[name]
             shape, has_dropped = _validate(path, f, spec, group, min_frames)
         n = shape[0]
-        if name == "pdebench_cfd2d" and not whole_file and not (root / split).is_dir():
+        if name == "pdebench_cfd2d" and not whole_file:
             lo, hi = SPLIT_FRACTIONS[split]
             start, stop = int(round(lo * n)), int(round(hi * n))
         else:
@@ -388,6 +388,7 @@ class PromptDataset(TrajectoryDataset):
             "qoi": frames[self.num_pairs:],
             "channel_mask": torch.from_numpy(self.channel_mask.copy()),
             "stride": stride[0],
+            "t_cond": t_cond[0],
         }
 
 
