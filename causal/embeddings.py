@@ -255,8 +255,8 @@ def unit_positions(
         tr = Transformer.from_crs(_as_crs(units_crs, "units_crs"), source.crs, always_xy=True)
         x, y = tr.transform(lon, lat)
         x, y = np.asarray(x, float), np.asarray(y, float)
-    col, row = ~source.transform * (x, y)
-    col, row = np.asarray(col, float), np.asarray(row, float)
+    inv = ~source.transform
+    col, row = inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f
     inside = np.isfinite(col) & np.isfinite(row) & (col >= 0) & (col < source.width) & (row >= 0) & (row < source.height)
     if not inside.all():
         bad = ids[~inside].tolist()
@@ -376,7 +376,7 @@ def load_encoder(
 ) -> FrozenEncoder:
     """Build the frozen encoder named by ``spec``.
 
-    * ``None`` / ``"tiny"``: :class:`TinyConvEncoder` (fixed seed, 64 px input);
+    * ``None`` / ``"tiny"``: :class:`TinyConvEncoder` (fixed seed, 32 px input);
     * a path to a ``.safetensors`` file written by ``geovit.hub.save_converted`` (any geovit
       backbone, e.g. a converted ChannelViT checkpoint);
     * a geovit model name (``"channelvit_small_patch8"``), built with ``in_chans``;
@@ -398,7 +398,7 @@ def load_encoder(
             raise GeovitError(f"channels {channels!r} name {len(channel_ids)} channels but the raster has {in_chans} bands")
     name = ""
     if spec is None or spec == "tiny":
-        model, name, input_size = TinyConvEncoder(in_chans), "tiny", input_size or 64
+        model, name, input_size = TinyConvEncoder(in_chans), "tiny", input_size or 32
     elif isinstance(spec, nn.Module):
         model = spec
     elif isinstance(spec, (str, os.PathLike)) and str(spec).endswith(".safetensors"):

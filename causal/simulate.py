@@ -46,6 +46,8 @@ BAND_NAMES: tuple[str, ...] = ("red", "green", "blue", "nir")
 #: Landsat-like mean surface reflectance per band (red, green, blue, nir).
 _BAND_LEVEL = np.array([0.30, 0.33, 0.26, 0.42], dtype=np.float32)
 REFLECTANCE_SCALE = 10_000
+#: τ = 1 + 3·blob + 3·edge: heterogeneity at the household *and* the neighbourhood scale.
+DEFAULT_EFFECTS = {"blob": 3.0, "edge": 3.0}
 
 
 @dataclass
@@ -116,7 +118,7 @@ def simulate_outcomes(
     effects: Mapping[str, float] | None = None,
     base_effect: float = 1.0,
     prognostic: Mapping[str, float] | None = None,
-    noise_sd: float = 1.0,
+    noise_sd: float = 0.5,
     propensity: float = 0.5,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -126,7 +128,7 @@ def simulate_outcomes(
     ``W_i ~ Bernoulli(propensity)``; ``Y_i = μ_i + W_i τ_i + N(0, noise_sd²)``.
     Returns columns ``treatment``, ``outcome``, ``tau_true``, ``mu_true`` (index of ``flags``).
     """
-    effects = {"blob": 2.0, "edge": 2.0} if effects is None else dict(effects)
+    effects = dict(DEFAULT_EFFECTS) if effects is None else dict(effects)
     prognostic = {"rotation": 1.0, "contrast": 1.0} if prognostic is None else dict(prognostic)
     for name in list(effects) + list(prognostic):
         if name not in PERTURBATIONS:
@@ -154,7 +156,7 @@ def simulate_rct(
     effects: Mapping[str, float] | None = None,
     base_effect: float = 1.0,
     prognostic: Mapping[str, float] | None = None,
-    noise_sd: float = 1.0,
+    noise_sd: float = 0.5,
     propensity: float = 0.5,
     units_per_village: int = 5,
     crs: str = "EPSG:32718",
