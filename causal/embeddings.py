@@ -204,7 +204,9 @@ def open_raster(raster, *, variable: str | None = None, crs=None) -> RasterSourc
         raise DataError(f"raster {path}: file not found")
     if path.is_dir() or path.suffix == ".zarr":
         try:
-            cube = xr.open_zarr(path, consolidated=None)
+            with warnings.catch_warnings():  # "no consolidated metadata" is fine for a local store
+                warnings.simplefilter("ignore", RuntimeWarning)
+                cube = xr.open_zarr(path, consolidated=None)
         except Exception as err:  # zarr raises several types for a foreign folder
             raise DataError(f"raster {path}: not a zarr store readable by xarray ({err})") from None
         return _open_cube(cube, str(path), variable, crs)
@@ -303,7 +305,7 @@ class FrozenEncoder:
 
     Crops are resized to ``input_size`` (bilinear, antialiased). ``channel_ids`` (absolute ids
     into a geovit channel table) are passed to backbones whose ``forward`` accepts
-    ``channel_ids=`` or ``extra_tokens={"channels": ids}``. Outputs that are token sequences
+    ``channels=`` (geovit's ChannelViT), ``channel_ids=`` or ``extra_tokens={"channels": ids}``. Outputs that are token sequences
     (B, N, D) are mean-pooled, feature maps (B, D, h, w) average-pooled.
     """
 
@@ -317,7 +319,7 @@ class FrozenEncoder:
         self.name = name or type(model).__name__
         self.channel_ids = None if channel_ids is None else tuple(int(i) for i in channel_ids)
         params = inspect.signature(model.forward).parameters
-        self._ids_kw = "channel_ids" if "channel_ids" in params else ("extra_tokens" if "extra_tokens" in params else None)
+        self._ids_kw = next((k for k in ("channels", "channel_ids", "extra_tokens") if k in params), None)
         self._fp: str | None = None
 
     def fingerprint(self) -> str:
@@ -339,7 +341,7 @@ class FrozenEncoder:
         kwargs = {}
         if self.channel_ids is not None and self._ids_kw is not None:
             ids = torch.tensor(self.channel_ids, device=self.device).expand(x.shape[0], -1)
-            kwargs = {"channel_ids": ids} if self._ids_kw == "channel_ids" else {"extra_tokens": {"channels": ids}}
+            kwargs = {"extra_tokens": {"channels": ids}} if self._ids_kw == "extra_tokens" else {self._ids_kw: ids}
         out = self.model(x, **kwargs)
         if isinstance(out, (tuple, list)):
             out = out[0]
@@ -467,9 +469,19 @@ def _normaliser(normalize, source: RasterSource):
     return (lambda b: np.nan_to_num((b - mean[:, None, None]) / std[:, None, None], nan=0.0)), desc
 
 
+def _window_start(centre: np.ndarray, scale: int) -> np.ndarray:
+    """First pixel of the ``scale``-wide window centred on continuous pixel coordinate ``centre``.
+
+    Rounds half up with a 1e-6 px tolerance, so reprojection round-off never moves a window:
+    a unit on a pixel corner gets the symmetric window; a unit inside pixel c gets its pixel at
+    index ``(scale - 1) // 2``.
+    """
+    return np.floor(centre - scale / 2 + 0.5 + 1e-6).astype(np.int64)
+
+
 def _encode_windows(source, positions, scale, offsets, encoder, norm, batch_size, bar) -> np.ndarray:
-    col0 = np.floor(positions["col"].to_numpy() - scale / 2 + 0.5).astype(np.int64) + offsets[:, 0]
-    row0 = np.floor(positions["row"].to_numpy() - scale / 2 + 0.5).astype(np.int64) + offsets[:, 1]
+    col0 = _window_start(positions["col"].to_numpy(), scale) + offsets[:, 0]
+    row0 = _window_start(positions["row"].to_numpy(), scale) + offsets[:, 1]
     chunks = []
     for start in range(0, len(positions), batch_size):
         stop = min(start + batch_size, len(positions))

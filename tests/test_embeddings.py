@@ -1,0 +1,267 @@
+"""Multi-scale embeddings: crop geometry, reprojection, edges, rasters vs cubes, cache, combinations."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyproj import Transformer
+from rasterio.transform import from_origin
+from torch import nn
+
+from causal.embeddings import (
+    FrozenEncoder, TinyConvEncoder, combine, embed_units, feature_sets, load_encoder, open_raster,
+    sampled_features, scale_arrays, unit_positions,
+)
+from geovit.errors import DataError, GeovitError
+
+CRS = "EPSG:32718"
+X0, Y0, RES = 800_000.0, 8_520_000.0, 30.0
+H, W = 40, 50
+
+
+class Flatten(nn.Module):
+    """Identity 'encoder': the embedding is the crop itself, so crops can be checked exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        self.calls += 1
+        return (x * self.scale).flatten(1)
+
+
+def _write_grid(path: Path, nodata=None) -> Path:
+    """band 0 = column index + 1, band 1 = row index + 1 (uint16, 2 bands, UTM 18S)."""
+    rows, cols = np.mgrid[0:H, 0:W]
+    data = np.stack([cols + 1, rows + 1]).astype(np.uint16)
+    with rasterio.open(path, "w", driver="GTiff", width=W, height=H, count=2, dtype="uint16", crs=CRS,
+                       transform=from_origin(X0, Y0, RES, RES), nodata=nodata) as dst:
+        dst.write(data)
+    return path
+
+
+def _units(cols, rows, ids=None) -> pd.DataFrame:
+    """Units at continuous pixel positions (col, row), given as WGS84 lon/lat and UTM x/y."""
+    x = X0 + np.asarray(cols, float) * RES
+    y = Y0 - np.asarray(rows, float) * RES
+    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(x, y)
+    ids = ids or [f"u{i}" for i in range(len(x))]
+    return pd.DataFrame({"unit_id": ids, "lon": lon, "lat": lat, "x_utm": x, "y_utm": y})
+
+
+def _crops(ds, scale):
+    return ds["embedding"].sel(scale=scale).values.reshape(len(ds.unit), 2, scale, scale)
+
+
+@pytest.fixture
+def grid_tif(tmp_path):
+    return _write_grid(tmp_path / "grid.tif")
+
+
+def test_crops_are_centred_on_reprojected_units_and_padded_at_edges(grid_tif):
+    units = _units([20.0, 1.0, 49.5], [10.0, 2.0, 39.5])
+    enc = FrozenEncoder(Flatten(), input_size=4)
+    ds = embed_units(units, grid_tif, enc, scales=[4], normalize="none", progress=False)
+    crop = _crops(ds, 4)
+    # unit 0 at pixel corner (20, 10): the 4x4 window starts at column 18, row 8
+    np.testing.assert_array_equal(crop[0, 0, 0], [19, 20, 21, 22])
+    np.testing.assert_array_equal(crop[0, 1, :, 0], [9, 10, 11, 12])
+    # unit 1 near the top-left corner: window starts at (-1, 0); the column outside is padded with 0
+    np.testing.assert_array_equal(crop[1, 0, 0], [0, 1, 2, 3])
+    # unit 2 inside the last pixel: window (48, 38)..(51, 41) sticks out at the right and bottom
+    np.testing.assert_array_equal(crop[2, 0, 0], [49, 50, 0, 0])
+    np.testing.assert_array_equal(crop[2, 1, :, 0], [39, 40, 0, 0])
+    assert ds["col"].values[0] == pytest.approx(20.0, abs=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(col=st.integers(0, W - 1), row=st.integers(0, H - 1), half=st.integers(1, 6))
+def test_window_centre_property(tmp_path_factory, col, row, half):
+    """For a unit inside pixel (col, row) and any width s, the crop's pixel ((s-1)//2, (s-1)//2) is that pixel."""
+    tif = _write_grid(tmp_path_factory.mktemp("g") / "g.tif")
+    units = _units([col + 0.5], [row + 0.5])
+    for s in (2 * half, 2 * half + 1):
+        enc = FrozenEncoder(Flatten(), input_size=s)
+        crop = _crops(embed_units(units, tif, enc, scales=[s], normalize="none", progress=False), s)[0]
+        c = (s - 1) // 2
+        assert crop[0, c, c] == col + 1 and crop[1, c, c] == row + 1
+
+
+def test_xy_in_raster_crs_and_lon_lat_agree(grid_tif):
+    units = _units([10.0, 30.0], [5.0, 25.0])
+    enc = FrozenEncoder(Flatten(), input_size=6)
+    a = embed_units(units, grid_tif, enc, scales=[6], normalize="none", progress=False)
+    b = embed_units(units, grid_tif, enc, scales=[6], normalize="none", progress=False, x_col="x_utm", y_col="y_utm")
+    np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)
+
+
+def test_resize_to_encoder_input(grid_tif):
+    enc = FrozenEncoder(Flatten(), input_size=4)
+    ds = embed_units(_units([20.0], [20.0]), grid_tif, enc, scales=[8], normalize="none", progress=False)
+    crop = ds["embedding"].values.reshape(2, 4, 4)
+    # an 8-px crop of a linear ramp resized (antialiased) to 4 px keeps the ramp, 2 px per step
+    assert np.all(np.diff(crop[0, 0]) > 1.5)
+    assert crop[0, 0].mean() == pytest.approx(np.arange(17, 25).mean(), abs=0.5)
+
+
+def test_units_outside_are_named_and_can_be_skipped(grid_tif):
+    units = _units([10.0, 80.0, 5.0], [5.0, 5.0, -3.0], ids=["inside", "east_of_raster", "north_of_raster"])
+    enc = FrozenEncoder(Flatten(), input_size=2)
+    with pytest.raises(DataError, match="east_of_raster.*north_of_raster"):
+        embed_units(units, grid_tif, enc, scales=[2], progress=False)
+    with pytest.warns(UserWarning, match="east_of_raster"):
+        ds = embed_units(units, grid_tif, enc, scales=[2], progress=False, on_outside="skip")
+    assert ds["unit"].values.tolist() == ["inside"]
+
+
+def test_bad_units_table(grid_tif):
+    enc = FrozenEncoder(Flatten(), input_size=2)
+    units = _units([1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(DataError, match="missing column.*'lat'"):
+        embed_units(units.drop(columns="lat"), grid_tif, enc, scales=[2], progress=False)
+    with pytest.raises(DataError, match="duplicated ids"):
+        embed_units(units.assign(unit_id="same"), grid_tif, enc, scales=[2], progress=False)
+    nan = units.copy()
+    nan.loc[1, "lon"] = np.nan
+    with pytest.raises(DataError, match="u1"):
+        embed_units(nan, grid_tif, enc, scales=[2], progress=False)
+
+
+def test_missing_and_foreign_rasters(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        open_raster(tmp_path / "nope.tif")
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a tiff")
+    with pytest.raises(DataError, match="bad.tif"):
+        open_raster(bad)
+    plain = tmp_path / "nocrs.tif"
+    with rasterio.open(plain, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as dst:
+        dst.write(np.zeros((1, 4, 4), np.uint8))
+    with pytest.raises(DataError, match="no CRS"):
+        open_raster(plain)
+
+
+def test_nodata_is_filled_with_band_mean(tmp_path):
+    tif = _write_grid(tmp_path / "nd.tif", nodata=1)  # column 0 of band 0 holds 1 == nodata
+    ds = embed_units(_units([1.0], [10.0]), tif, FrozenEncoder(Flatten(), input_size=2), scales=[2], progress=False)
+    crop = ds["embedding"].values.reshape(2, 2, 2)
+    assert np.all(crop[0, :, 0] == 0.0)  # z-scored nodata → 0 (the band mean)
+    assert np.all(crop[0, :, 1] != 0.0)
+
+
+def test_zarr_cube_matches_geotiff(grid_tif, tmp_path):
+    with rasterio.open(grid_tif) as src:
+        data = src.read()
+    xs = X0 + (np.arange(W) + 0.5) * RES
+    ys = Y0 - (np.arange(H) + 0.5) * RES
+    cube = xr.DataArray(data, dims=("band", "y", "x"), coords={"band": ["a", "b"], "y": ys, "x": xs},
+                        name="reflectance", attrs={"crs": CRS})
+    store = tmp_path / "cube.zarr"
+    cube.to_dataset().to_zarr(store, consolidated=False)
+    units = _units([12.0, 33.0], [7.0, 30.0])
+    enc = FrozenEncoder(Flatten(), input_size=6)
+    a = embed_units(units, grid_tif, enc, scales=[6], normalize="none", progress=False)
+    b = embed_units(units, store, enc, scales=[6], normalize="none", progress=False)
+    c = embed_units(units, cube, enc, scales=[6], normalize="none", progress=False)
+    np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)
+    np.testing.assert_array_equal(a["embedding"].values, c["embedding"].values)
+    with pytest.raises(DataError, match="no CRS"):
+        open_raster(cube.drop_attrs())
+
+
+def test_cache_reuses_scales_and_is_keyed_by_encoder(grid_tif, tmp_path):
+    units = _units([10.0, 20.0, 30.0], [10.0, 20.0, 30.0])
+    model = Flatten()
+    enc = FrozenEncoder(model, input_size=4)
+    cache = tmp_path / "cache"
+    first = embed_units(units, grid_tif, enc, scales=[4, 8], cache=cache, progress=False)
+    calls = model.calls
+    again = embed_units(units, grid_tif, enc, scales=[4, 8], cache=cache, progress=False)
+    assert model.calls == calls  # nothing re-encoded
+    np.testing.assert_array_equal(first["embedding"].values, again["embedding"].values)
+    more = embed_units(units, grid_tif, enc, scales=[4, 8, 12], cache=cache, progress=False)
+    assert model.calls == calls + 1  # only the new scale (one batch)
+    np.testing.assert_array_equal(more["embedding"].sel(scale=[4, 8]).values, first["embedding"].values)
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["scale12", "scale4", "scale8"]  # no temp leftovers
+    other = Flatten()
+    with torch.no_grad():
+        other.scale.fill_(2.0)
+    doubled = embed_units(units, grid_tif, FrozenEncoder(other, input_size=4), scales=[4], cache=cache, progress=False)
+    assert other.calls == 1
+    np.testing.assert_allclose(doubled["embedding"].values, 2 * first["embedding"].sel(scale=[4]).values)
+
+
+def test_jitter_and_combinations(grid_tif):
+    units = _units(np.linspace(5, 45, 12), np.linspace(5, 35, 12))
+    enc = load_encoder("tiny", in_chans=2)
+    ds = embed_units(units, grid_tif, enc, scales=[4, 8, 16], jitter={"scale": 4, "draws": 3, "max_px": 0},
+                     progress=False)
+    d = ds.sizes["feature"]
+    # zero jitter reproduces the unjittered crop
+    for k in range(3):
+        np.testing.assert_allclose(ds["jittered"].values[:, k], ds["embedding"].sel(scale=4).values, rtol=1e-6)
+    assert combine(ds, [4, 16]).shape == (12, 2 * d)
+    np.testing.assert_array_equal(combine(ds, [16, 4])[:, :d], ds["embedding"].sel(scale=16).values)
+    assert combine(ds, [4, 16], pca=3, pca_mode="per_scale").shape == (12, 6)
+    joint = combine(ds, [4, 16], pca=3)
+    assert joint.shape == (12, 3)
+    cov = np.cov(joint.T)
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-6 * np.abs(cov).max())
+    assert sampled_features(ds).shape == (12, 4 * d)
+    sets = feature_sets(ds, sizes=(1, 2), sampled=True)
+    assert list(sets) == ["4", "8", "16", "4+8", "4+16", "8+16", "sampled"]
+    assert set(scale_arrays(ds)) == {4, 8, 16}
+    with pytest.raises(GeovitError, match="32"):
+        combine(ds, [32])
+    with pytest.raises(GeovitError, match="pca_mode"):
+        combine(ds, [4, 8], pca=2, pca_mode="sideways")
+
+
+def test_jitter_moves_crops(grid_tif):
+    units = _units([20.0, 30.0], [20.0, 20.0])
+    ds = embed_units(units, grid_tif, FrozenEncoder(Flatten(), input_size=4), scales=[4], normalize="none",
+                     jitter={"scale": 4, "draws": 4, "max_px": 2, "seed": 1}, progress=False)
+    jit = ds["jittered"].values.reshape(2, 4, 2, 4, 4)
+    base = _crops(ds, 4)
+    shifts = jit[:, :, 0, 0, 0] - base[:, None, 0, 0, 0]  # column offsets
+    assert np.all(np.abs(shifts) <= 2) and np.any(shifts != 0)
+
+
+def test_encoders_geovit_channelvit_and_tiny(grid_tif, tmp_path):
+    from geovit.hub import save_converted
+    from geovit.models import create_model
+
+    units = _units([10.0, 25.0], [10.0, 25.0])
+    vit = create_model("channelvit_tiny_patch8", in_chans=3, img_size=16, depth=1, embed_dim=48, num_heads=2)
+    # a 2-band raster read as channels 0 and 2 of a 3-channel (rgb) table
+    enc = load_encoder(vit, in_chans=2, channels="red,blue")
+    assert enc.input_size == 16 and enc.channel_ids == (0, 2)
+    ds = embed_units(units, grid_tif, enc, scales=[8], progress=False)
+    assert ds.sizes["feature"] == 48 and np.isfinite(ds["embedding"].values).all()
+    ckpt = tmp_path / "vit.safetensors"
+    save_converted(vit, "channelvit", vit.config, ckpt)
+    again = embed_units(units, grid_tif, load_encoder(ckpt, in_chans=2, channels="red,blue"), scales=[8], progress=False)
+    np.testing.assert_allclose(again["embedding"].values, ds["embedding"].values, rtol=1e-5, atol=1e-6)
+    with pytest.raises(GeovitError, match="2 bands"):
+        load_encoder(vit, in_chans=2, channels="rgb")
+    t1, t2 = TinyConvEncoder(2), TinyConvEncoder(2)
+    x = torch.randn(3, 2, 32, 32)
+    torch.testing.assert_close(t1(x), t2(x))  # fixed seed → deterministic features
+    with pytest.raises(GeovitError, match="convert"):
+        load_encoder("official.pth", in_chans=2)
+
+
+def test_no_warnings_for_clean_input(grid_tif):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embed_units(_units([10.0], [10.0]), grid_tif, "tiny", scales=[4], progress=False)
