@@ -109,7 +109,7 @@ def render_scene(
         lo = t // 2 - blob_px // 2
         img = np.array(img)
         img[:, lo:lo + blob_px, lo:lo + blob_px] = 0.02
-    return np.clip(img, 0.0, 1.0).astype(np.float32)
+    return np.clip(img, 1e-3, 1.0).astype(np.float32)  # reflectance never reaches 0
 
 
 def simulate_outcomes(
