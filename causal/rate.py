@@ -200,15 +200,14 @@ def _rate_sorted(wdr: np.ndarray, w: np.ndarray, rank: np.ndarray, q: np.ndarray
     new_group = np.empty(n, dtype=bool)
     new_group[0] = True
     np.not_equal(rank[1:], rank[:-1], out=new_group[1:])
-    if new_group.all():
-        dr = wdr / w
+    if new_group.all():  # no ties: Γ = (wΓ) / w, needed only at the q-grid boundary units
+        wdr_sorted = wdr
     else:  # ties: every Γ in a tied group becomes the group's weighted mean Σ wΓ / Σ w
         starts = np.flatnonzero(new_group)
         group_mean = np.add.reduceat(wdr, starts) / np.add.reduceat(w, starts)
-        dr = np.repeat(group_mean, np.diff(np.append(starts, n)))
+        wdr_sorted = np.repeat(group_mean, np.diff(np.append(starts, n))) * w
     cw = np.cumsum(w)
     total = cw[-1]
-    wdr_sorted = dr * w
     cdr = np.cumsum(wdr_sorted)
     ate = cdr[-1] / total  # (grf sums in long double; taking the running sum's end keeps TOC(1) = 0)
     toc = cdr / cw - ate
@@ -221,7 +220,8 @@ def _rate_sorted(wdr: np.ndarray, w: np.ndarray, rank: np.ndarray, q: np.ndarray
     idx = np.searchsorted(cw, nw + _ZERO, side="right")  # R's findInterval
     lower = np.maximum(idx, 1) - 1
     denominator_adj = nw - cw[lower]
-    numerator_adj = denominator_adj * dr[np.minimum(idx + 1, idx.max()) - 1]
+    boundary = np.minimum(idx + 1, idx.max()) - 1
+    numerator_adj = denominator_adj * wdr_sorted[boundary] / w[boundary]
     toc_grid = (cdr[lower] + numerator_adj) / (cw[lower] + denominator_adj) - ate
     return np.concatenate([[rate], toc_grid])
 
