@@ -266,6 +266,7 @@ def test_registry_variants_and_official_parameter_counts():
     (dict(channels=[0, -1, 2]), "outside the model's channel table"),
     (dict(channels=[0, 1]), r"channels: shape"),
     (dict(channels=[0.0, 1.0, 2.0]), "integer channel ids"),
+    (dict(channels=[[0, 1, 2], [3, 1]]), "pad ragged"),
     (dict(channel_mask=torch.ones(2, 3)), "bool tensor"),
     (dict(channel_mask=torch.tensor([[True, True, True], [False, False, False]])), "at least one real channel"),
     (dict(channel_mask=torch.tensor([[True, True, False], [True, True, True]])), "disagrees with x"),

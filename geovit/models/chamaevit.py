@@ -311,7 +311,11 @@ class ChAMAEViT(nn.Module):
                                   "pass channels= with the absolute channel ids")
             ids = torch.arange(c, device=x.device)[None]
         else:
-            ids = torch.as_tensor(channels, device=x.device)
+            try:
+                ids = torch.as_tensor(channels, device=x.device)
+            except (TypeError, ValueError, RuntimeError):
+                raise GeovitError("channels: expected a (C,) or (B, C) array of integer channel ids (pad ragged "
+                                  "per-sample lists to C and pass channel_mask)") from None
             if ids.is_floating_point() or ids.dtype == torch.bool:
                 raise GeovitError(f"channels: expected integer channel ids, got dtype {ids.dtype}")
             ids = ids.long()
