@@ -175,7 +175,7 @@ def test_patchify_order_and_inverse():
     assert torch.equal(model.unpatchify(patches), frames)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(pairs=st.integers(2, 4), cut=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_later_pairs_never_change_earlier_predictions(pairs, cut, seed):
     cut = min(cut, pairs - 1)
