@@ -196,6 +196,41 @@ def _run_steps(model, frames: torch.Tensor, channel_mask: torch.Tensor, steps: l
         frames[:, step.query_qoi, -1] = node_type
 
 
+def _prepare(model, trajectories: torch.Tensor, channel_mask, dropped_mask, gt_steps: int):
+    """Validate the rollout input; returns the (B, C) channel mask on the model's device, the groups
+    ``(rows, dropped (T,) or None)`` of trajectories sharing one strategy, and the (B, gt_steps)
+    availability of the given frames."""
+    if trajectories.ndim != 5:
+        raise GeovitError(f"trajectories: expected (batch, time, channels, H, W), got shape {tuple(trajectories.shape)}")
+    B, T, C = trajectories.shape[:3]
+    if T <= gt_steps:
+        raise GeovitError(f"trajectories have {T} frames; a rollout given gt_steps={gt_steps} frames needs at "
+                          f"least {gt_steps + 1}")
+    mask = torch.as_tensor(channel_mask, device=next(model.parameters()).device)
+    mask = mask.expand(B, -1) if mask.ndim == 1 else mask
+    if tuple(mask.shape) != (B, C):
+        raise GeovitError(f"channel_mask: expected ({B}, {C}) or ({C},), got {tuple(mask.shape)}")
+    if not (mask[:, :-1] != 0).any(dim=1).all():
+        raise GeovitError("channel_mask: some trajectory has no active field slot (all zeros before the node-type slot)")
+    if dropped_mask is None:
+        groups = [(torch.arange(B), None)]
+        available = torch.ones(B, gt_steps, dtype=torch.bool)
+    else:
+        drops = torch.as_tensor(dropped_mask, dtype=torch.bool).cpu()
+        drops = drops.expand(B, -1) if drops.ndim == 1 else drops
+        if tuple(drops.shape) != (B, T):
+            raise GeovitError(f"dropped_mask: expected ({T},) or ({B}, {T}), got {tuple(drops.shape)}")
+        unique, inverse = torch.unique(drops, dim=0, return_inverse=True)
+        groups = [(torch.nonzero(inverse == g).flatten(), unique[g]) for g in range(len(unique))]
+        available = ~drops[:, :gt_steps]
+    finite = torch.isfinite(trajectories[:, :gt_steps]).flatten(2).all(dim=2).cpu()
+    bad = torch.nonzero((available & ~finite).any(dim=1)).flatten().tolist()
+    if bad:
+        raise GeovitError(f"trajectories {bad[:10]}: non-finite values among the given (not dropped) frames "
+                          f"before gt_steps={gt_steps}")
+    return mask, groups, available
+
+
 @torch.no_grad()
 def rollout(
     model, trajectories: torch.Tensor, channel_mask, strategy: str | list[Step] = "single_step", *,
@@ -207,58 +242,35 @@ def rollout(
     ``strategy`` is a name (see :data:`STRATEGIES`) or an explicit list of :class:`Step`.
     ``dropped_mask`` (T,) or (B, T), True = frame unavailable, selects the dropped-frame variants;
     trajectories sharing a mask are rolled out together. ``batch_size`` bounds how many
-    trajectories go through the model at once.
+    trajectories go through the model at once. The model runs in eval mode (restored after).
     """
-    if trajectories.ndim != 5:
-        raise GeovitError(f"trajectories: expected (batch, time, channels, H, W), got shape {tuple(trajectories.shape)}")
+    mask, groups, available = _prepare(model, trajectories, channel_mask, dropped_mask, gt_steps)
+    param = next(model.parameters())
     B, T = trajectories.shape[:2]
-    if T <= gt_steps:
-        raise GeovitError(f"trajectories have {T} frames; a rollout given gt_steps={gt_steps} frames needs at "
-                          f"least {gt_steps + 1}")
-    device = next(model.parameters()).device
-    mask = torch.as_tensor(channel_mask, device=device)
-    mask = mask.expand(B, -1) if mask.ndim == 1 else mask
-    if tuple(mask.shape) != (B, trajectories.shape[2]):
-        raise GeovitError(f"channel_mask: expected ({B}, {trajectories.shape[2]}) or ({trajectories.shape[2]},), "
-                          f"got {tuple(mask.shape)}")
-    if not (mask[:, :-1] != 0).any(dim=1).all():
-        raise GeovitError("channel_mask: some trajectory has no active field slot (all zeros before the node-type slot)")
-
-    if dropped_mask is None:
-        groups = [(torch.arange(B), None)]
-    else:
-        drops = torch.as_tensor(dropped_mask, dtype=torch.bool).cpu()
-        drops = drops.expand(B, -1) if drops.ndim == 1 else drops
-        if tuple(drops.shape) != (B, T):
-            raise GeovitError(f"dropped_mask: expected ({T},) or ({B}, {T}), got {tuple(drops.shape)}")
-        unique, inverse = torch.unique(drops, dim=0, return_inverse=True)
-        groups = [(torch.nonzero(inverse == g).flatten(), unique[g]) for g in range(len(unique))]
-    available = torch.ones(B, gt_steps, dtype=torch.bool) if dropped_mask is None else ~drops[:, :gt_steps]
-    finite = torch.isfinite(trajectories[:, :gt_steps]).flatten(2).all(dim=2).cpu()
-    bad = torch.nonzero((available & ~finite).any(dim=1)).flatten().tolist()
-    if bad:
-        raise GeovitError(f"trajectories {bad[:10]}: non-finite values among the given (not dropped) frames "
-                          f"before gt_steps={gt_steps}")
-
-    frames = torch.zeros_like(trajectories, device=device)
+    frames = torch.zeros_like(trajectories, device=param.device, dtype=param.dtype)
     predicted = torch.zeros(B, T, dtype=torch.bool)
-    for rows, drop in groups:
-        steps = strategy if isinstance(strategy, list) else make_strategy(
-            strategy, T, gt_steps, num_examples, max_stride, drop)
-        if steps and max(len(s.demo_cond) for s in steps) + 1 > model.max_pairs:
-            raise GeovitError(f"rollout: prompts of {max(len(s.demo_cond) for s in steps)} examples + 1 query exceed "
-                              f"the model's max_pairs={model.max_pairs}; use num_examples <= {model.max_pairs - 1}")
-        keep = available[rows[0]]
-        chunk = batch_size or len(rows)
-        for start in range(0, len(rows), chunk):
-            idx = rows[start:start + chunk]
-            part = torch.zeros_like(trajectories[idx], device=device)
-            part[:, :gt_steps][:, keep] = trajectories[idx][:, :gt_steps][:, keep].to(device)
-            _run_steps(model, part, mask[idx.to(device)], steps, progress)
-            frames[idx.to(device)] = part
-        for step in steps:
-            predicted[rows, step.query_qoi] = True
-    return RolloutResult(frames=frames, predicted=predicted.to(device), gt_steps=gt_steps)
+    was_training = model.training
+    model.eval()
+    try:
+        for rows, drop in groups:
+            steps = strategy if isinstance(strategy, list) else make_strategy(
+                strategy, T, gt_steps, num_examples, max_stride, drop)
+            longest = max((len(s.demo_cond) for s in steps), default=0)
+            if longest + 1 > model.max_pairs:
+                raise GeovitError(f"rollout: prompts of {longest} examples + 1 query exceed the model's "
+                                  f"max_pairs={model.max_pairs}; use num_examples <= {model.max_pairs - 1}")
+            keep = available[rows[0]]
+            for start in range(0, len(rows), batch_size or len(rows)):
+                idx = rows[start:start + (batch_size or len(rows))]
+                part = torch.zeros_like(frames[idx])
+                part[:, :gt_steps][:, keep] = trajectories[idx][:, :gt_steps][:, keep].to(part)
+                _run_steps(model, part, mask[idx.to(mask.device)], steps, progress)
+                frames[idx.to(frames.device)] = part
+            for step in steps:
+                predicted[rows, step.query_qoi] = True
+    finally:
+        model.train(was_training)
+    return RolloutResult(frames=frames, predicted=predicted.to(frames.device), gt_steps=gt_steps)
 
 
 def persistence(trajectories: torch.Tensor, gt_steps: int) -> torch.Tensor:

@@ -39,6 +39,7 @@ Public API::
         # node-type slot dropped, masked slots zeroed (official ``Trainer.get_pred``)
     model.config                                # JSON-serialisable constructor kwargs
     build(config) -> VICON                      # from ``model.config``
+    vicon(**overrides) -> VICON                 # released size; registered as geovit model "vicon"
     load_official(state_dict, official_cfg) -> VICON
         # official constructor cfg: {"transformer": {dim_channel, dim_token, nhead, dim_feedforward,
         #  num_layers, dropout}, demo_num, patch_num_in, patch_num_out, patch_resolution,
@@ -58,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geovit.errors import CheckpointError, GeovitError
+from geovit.models import register_model
 from pdes.normalization import denormalize, expand_channel_mask, normalize, prompt_statistics
 
 #: Constructor kwargs of the released model (``configs`` of the reference code, specs §6).
@@ -264,6 +266,12 @@ class VICON(nn.Module):
         out = self(normalize(cond, mean, std), normalize(qoi, mean, std), last_only=last_only)
         mask = expand_channel_mask(channel_mask, cond).to(out.dtype)
         return denormalize(out, mean, std)[:, :, :-1] * mask[:, None, :-1, None, None]
+
+
+@register_model
+def vicon(**kwargs) -> VICON:
+    """VICON at the released size (87.8 M parameters); keyword arguments override the defaults."""
+    return VICON(**{**OFFICIAL_CONFIG, **kwargs})
 
 
 def build(config: Mapping[str, Any]) -> VICON:

@@ -182,3 +182,17 @@ def test_persistence_baseline():
     assert all(torch.equal(base[:, k], traj[:, 3]) for k in range(3))
     with pytest.raises(GeovitError):
         persistence(traj, 7)
+
+
+def test_rollout_runs_in_eval_mode_and_casts_to_the_model_dtype():
+    torch.manual_seed(1)
+    model = VICON(num_channels=4, embed_dim=16, num_heads=2, mlp_dim=32, depth=1, max_pairs=4,
+                  num_patches=2, patch_size=4, dropout=0.5)
+    traj = trajectories(B=1, T=6).double()
+    c_mask = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    model.train()
+    first = rollout(model, traj, c_mask, gt_steps=4, num_examples=3)
+    assert model.training  # mode restored
+    second = rollout(model, traj, c_mask, gt_steps=4, num_examples=3)
+    assert first.frames.dtype == torch.float32
+    assert torch.equal(first.frames, second.frames)  # dropout off while rolling out
