@@ -4,22 +4,25 @@ Zhu, Huang, Huang, Shao, Cheng, "ChangeViT: Unleashing Plain Vision Transformers
 Detection", arXiv 2406.12847 (2024). Independent implementation from the paper and the facts in
 ``specs/changevit.md`` (the reference code is CC BY-NC-SA; none of it is copied here).
 
-Architecture (one shared-weight encoder per time step, the time steps meet in the decoder):
+Architecture (one shared-weight encoder per time step, the time steps meet in the decoder).
+Component names are the paper's (method section); § numbers refer to ``specs/changevit.md``,
+which records the reference code's exact behaviour.
 
-* §3.1 **plain ViT**: patch 16, no class token, pre-norm blocks (timm ``Block``, LayerNorm eps
+* **Plain ViT backbone**: patch 16, no class token, pre-norm blocks (timm ``Block``, LayerNorm eps
   1e-6, no LayerScale), final LayerNorm; all tokens reshaped to the (H/16, W/16) map ``c5``.
   The learnt 16x16 positional table is *always* resampled with DINO's bicubic
   ``scale_factor=((h+0.1)/16, (w+0.1)/16)`` rule, which is not the identity even at 256x256
   (spec §1.1; reproduced by :func:`geovit.models.layers.resample_pos_grid_dino`).
-* §3.2 **detail-capture module**: ResNet-18 stem + layer1-3, no max-pool -> c2, c3, c4
+* **Detail-capture module**: ResNet-18 stem + layer1-3, no max-pool -> c2, c3, c4
   (:class:`~geovit.models.changevit_parts.DetailCapture`).
-* §3.3 **feature injector**: cross-attention from ViT tokens to each detail scale, fused
+* **Feature injector**: cross-attention from ViT tokens to each detail scale, fused
   (:class:`~geovit.models.changevit_parts.FeatureInjector`).
-* §3.4 **difference modelling / decoder**: ``[x, y, |x-y|]`` at four levels, top-down, to one
+* **Decoder** (difference modelling): ``[x, y, |x-y|]`` at four levels, top-down, to one
   change logit per pixel (:class:`~geovit.models.changevit_parts.ChangeDecoder`).
 
 Unlike the reference (hard-coded 16x16 token grid), any input whose sides are multiples of 16
-works, square or not. ``model(t1, t2)`` returns the change probability (B, 1, H, W);
+works, square or not. Inputs are RGB scaled to [0, 1] then normalised with ImageNet mean/std
+(the reference's training recipe, spec §2). ``model(t1, t2)`` returns the change probability (B, 1, H, W);
 ``model.forward_logits`` the logits. Official state dicts (``best_model.pth`` /
 ``checkpoint.pth.tar``) load with :func:`load_official`.
 

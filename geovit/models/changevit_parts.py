@@ -1,9 +1,9 @@
 """ChangeViT building blocks: detail-capture branch, feature injector, difference decoder.
 
 Zhu et al., "ChangeViT: Unleashing Plain Vision Transformers for Change Detection"
-(arXiv 2406.12847), §3.2 (detail-capture module), §3.3 (feature injector) and §3.4 (difference
-modelling / decoder). The layer shapes follow the reference code as documented in
-``specs/changevit.md`` §1.2-1.4 (facts only; this is an independent implementation).
+(arXiv 2406.12847), method section: detail-capture module, feature injector, decoder. The layer
+shapes follow the reference code as documented in ``specs/changevit.md`` §1.2-1.4 (facts only;
+this is an independent implementation).
 Everything here is applied per time step with shared weights except :class:`ChangeDecoder`,
 where the two time steps first meet.
 """
@@ -104,7 +104,7 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureInjector(nn.Module):
-    """Inject c2, c3, c4 details into the ViT map c5 (paper §3.3, spec §1.3).
+    """Inject c2, c3, c4 details into the ViT map c5 (paper: feature injector; spec §1.3).
 
     Three parallel :class:`InjectorBlock` s (``c2_c5``, ``c3_c5``, ``c4_c5``) all query the same
     original c5 tokens; their outputs are concatenated and fused by a bias-free 1x1 conv.
@@ -147,7 +147,7 @@ def upsample_block(in_dim: int, out_dim: int) -> nn.Sequential:
 
 
 class ChangeDecoder(nn.Module):
-    """Difference modelling + top-down decoder (paper §3.4, spec §1.4); returns logits.
+    """Difference modelling + top-down decoder (paper: decoder; spec §1.4); returns logits.
 
     Each level l in (c2, c3, c4, injected c5) gives ``f_l = difference[l]([x_l, y_l, |x_l-y_l|])``;
     the coarser map is upsampled x2 and added, down to 1/2 resolution; ``head`` (transposed conv
