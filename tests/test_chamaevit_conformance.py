@@ -40,6 +40,12 @@ def _close(actual, expected, what):
     np.testing.assert_allclose(actual, expected, err_msg=what, **TOL)
 
 
+def _case(golden, case: str):
+    """(x, ids, channel_mask, y) of a case, and its golden arrays keyed without the case prefix."""
+    expected = {k.split("__", 1)[1]: v for k, v in golden.io.items() if k.startswith(case + "__")}
+    return _inputs(golden, case), expected
+
+
 def _inputs(golden, case: str):
     kw = golden.config["cases"][case]["forward_kwargs"]
     x = golden.io[kw["x"]["array"]]
@@ -92,8 +98,7 @@ def model(official_model, golden, request):
 @pytest.mark.parametrize("model", CASES_EVAL, indirect=True)
 def test_eval_case_matches_official(model, golden):
     case, net = model
-    x, ids, mask, _ = _inputs(golden, case)
-    expected = {k.split("__", 1)[1]: v for k, v in golden.io.items() if k.startswith(case + "__")}
+    (x, ids, mask, _), expected = _case(golden, case)
     probe = _Probe(net)
     try:
         with torch.no_grad():
@@ -125,8 +130,7 @@ def _saved_masks(golden, case):
 @pytest.mark.parametrize("model", CASES_TRAIN, indirect=True)
 def test_train_case_matches_official(model, golden):
     case, net = model
-    x, ids, mask, y = _inputs(golden, case)
-    expected = {k.split("__", 1)[1]: v for k, v in golden.io.items() if k.startswith(case + "__")}
+    (x, ids, mask, y), expected = _case(golden, case)
     probe = _Probe(net)
     try:
         with torch.no_grad():

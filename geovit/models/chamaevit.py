@@ -202,6 +202,9 @@ class ChAMAEViT(nn.Module):
             raise GeovitError(f"mae_loss_norm: {mae_loss_norm!r}, expected one of {MAE_LOSS_NORMS}")
         if embed_dim % num_heads:
             raise GeovitError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if dict(decoder or {}).get("decoder_type", "chamaevit_decoder") != "chamaevit_decoder":
+            raise GeovitError(f"decoder.decoder_type: {dict(decoder)['decoder_type']!r}; geovit implements the "
+                              "channel-aware decoder 'chamaevit_decoder' only")
         dec = {**DEFAULT_DECODER, **{k: v for k, v in dict(decoder or {}).items() if k not in _DECODER_IGNORED}}
         unknown = sorted(set(dec) - set(DEFAULT_DECODER))
         if unknown:
@@ -687,43 +690,34 @@ def _create(size: str, patch_size: int, recipe: str, **overrides) -> ChAMAEViT:
     return ChAMAEViT(decoder=decoder, **kwargs)
 
 
-@register_model
-def chamaevit_tiny_patch8(**kwargs) -> ChAMAEViT:
-    """ViT-Ti/8, official So2Sat recipe (18 bands, 32², 8 memory tokens, additive fusion, DCP Combination r=0.25)."""
-    return _create("tiny", 8, "so2sat", **kwargs)
+_RECIPE_NOTES = {
+    "so2sat": "official So2Sat recipe (18 bands, 32², 17 classes, 8 memory tokens, additive fusion, "
+              "DCP Combination r=0.25, CE T=10)",
+    "jumpcp": "official JUMP-CP recipe (8 channels, 224², 161 classes, 4 memory tokens, sigmoid fusion, "
+              "DCP Alternate r=0.25, CE T=5)",
+    "chammi": "official CHAMMI recipe (12-id channel table, proxy loss with 14 proxies, sigmoid fusion, "
+              "DCP Alternate r=0.75)",
+}
+#: variant name -> (size, patch size, recipe); keyword arguments override the recipe.
+VARIANTS: dict[str, tuple[str, int, str]] = {
+    "chamaevit_tiny_patch8": ("tiny", 8, "so2sat"),
+    "chamaevit_small_patch8": ("small", 8, "so2sat"),
+    "chamaevit_base_patch8": ("base", 8, "so2sat"),
+    "chamaevit_tiny_patch16": ("tiny", 16, "jumpcp"),
+    "chamaevit_small_patch16": ("small", 16, "jumpcp"),
+    "chamaevit_base_patch16": ("base", 16, "jumpcp"),
+    "chamaevit_small_patch16_chammi": ("small", 16, "chammi"),
+}
 
 
-@register_model
-def chamaevit_small_patch8(**kwargs) -> ChAMAEViT:
-    """ViT-S/8, official So2Sat recipe (18 bands, 32², 8 memory tokens, additive fusion, DCP Combination r=0.25)."""
-    return _create("small", 8, "so2sat", **kwargs)
+def _register(name: str, size: str, patch_size: int, recipe: str) -> None:
+    def factory(**kwargs) -> ChAMAEViT:
+        return _create(size, patch_size, recipe, **kwargs)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"ViT-{size}/{patch_size}, {_RECIPE_NOTES[recipe]}."
+    globals()[name] = register_model(factory)
 
 
-@register_model
-def chamaevit_base_patch8(**kwargs) -> ChAMAEViT:
-    """ViT-B/8, official So2Sat recipe."""
-    return _create("base", 8, "so2sat", **kwargs)
-
-
-@register_model
-def chamaevit_tiny_patch16(**kwargs) -> ChAMAEViT:
-    """ViT-Ti/16, official JUMP-CP recipe (8 channels, 224², sigmoid fusion, DCP Alternate r=0.25)."""
-    return _create("tiny", 16, "jumpcp", **kwargs)
-
-
-@register_model
-def chamaevit_small_patch16(**kwargs) -> ChAMAEViT:
-    """ViT-S/16, official JUMP-CP recipe (8 channels, 224², sigmoid fusion, DCP Alternate r=0.25)."""
-    return _create("small", 16, "jumpcp", **kwargs)
-
-
-@register_model
-def chamaevit_base_patch16(**kwargs) -> ChAMAEViT:
-    """ViT-B/16, official JUMP-CP recipe."""
-    return _create("base", 16, "jumpcp", **kwargs)
-
-
-@register_model
-def chamaevit_small_patch16_chammi(**kwargs) -> ChAMAEViT:
-    """ViT-S/16, official CHAMMI recipe (12-id table, proxy loss with 14 proxies, DCP Alternate r=0.75)."""
-    return _create("small", 16, "chammi", **kwargs)
+for _name, _spec in VARIANTS.items():
+    _register(_name, *_spec)
