@@ -57,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from geovit.data.change_transforms import ChangeTiles, make_transforms
     from geovit.data.levircd import LEVIRCD
-    from geovit.tasks.change import MONITOR, ChangeDetectionTask, ValidationGrid
+    from geovit.tasks.change import MONITOR, ChangeDetectionTask, SaveLastEveryEpoch, ValidationGrid
     from geovit.training import build_trainer, merged_config, output_dir, resume_path
 
     cfg = merged_config(args, DEFAULTS, cli_keys=[k for k in DEFAULTS if k != "max_steps"])
@@ -81,8 +81,11 @@ def _train(args: argparse.Namespace) -> int:
     task = ChangeDetectionTask(model=cfg["model"], model_kwargs=cfg["model_kwargs"], lr=cfg["lr"],
                                weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"],
                                normalization=norm, tile=tile)
-    trainer = build_trainer(args, out, monitor=MONITOR, mode="max", max_steps=cfg["max_steps"],
-                            callbacks=[ValidationGrid(plot_samples, out / "plots")])
+    # the reference recipe counts steps (80k); an explicit --max-epochs alone means epochs
+    max_steps = None if args.max_epochs is not None and args.max_steps is None else cfg["max_steps"]
+    trainer = build_trainer(args, out, monitor=MONITOR, mode="max", max_steps=max_steps,
+                            callbacks=[ValidationGrid(plot_samples, out / "plots"),
+                                       SaveLastEveryEpoch(out / "checkpoints" / "last.ckpt")])
     trainer.fit(task, DataLoader(train_ds, shuffle=True, **loader), DataLoader(val_ds, **loader),
                 ckpt_path=resume_path(args, out))
     best = trainer.checkpoint_callback.best_model_path
@@ -226,7 +229,7 @@ def add_commands(sub) -> None:
     r.add_argument("--after", required=True, help="raster at t2, same CRS/transform/shape (or --reproject)")
     r.add_argument("--out", required=True, help="output change GeoTIFF: 1 change, 0 none, 255 nodata")
     r.add_argument("--tile", type=int, default=256, help="tile side, multiple of 16")
-    r.add_argument("--overlap", type=int, default=64, help="overlap between tiles (blended)")
+    r.add_argument("--overlap", type=int, default=None, help="overlap between tiles, blended (default tile/4 = 64)")
     r.add_argument("--batch-size", type=int, default=4)
     r.add_argument("--threshold", type=float, default=0.5, help="change where probability > threshold")
     r.add_argument("--bands", type=_bands, default=None, help="RGB band numbers when the raster has != 3 bands")

@@ -124,18 +124,22 @@ def _axis(size: int, tile: int, stride: int, pad: bool, name: str, path: Path) -
 
 
 def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, after: str | os.PathLike,
-                          out: str | os.PathLike, *, tile: int = 256, overlap: int = 64, batch_size: int = 4,
+                          out: str | os.PathLike, *, tile: int = 256, overlap: int | None = None, batch_size: int = 4,
                           threshold: float = 0.5, bands: Sequence[int] | None = None, scale: float | None = None,
                           reproject: bool = False, pad: bool = True, prob_out: str | os.PathLike | None = None,
                           overlay: str | os.PathLike | None = None, block_width: int = 2048,
                           device: str | torch.device = "cpu", progress: bool = True) -> dict:
-    """Predict change between two co-registered rasters; see the module docstring. Returns stats."""
+    """Predict change between two co-registered rasters; see the module docstring. Returns stats.
+
+    ``overlap`` defaults to ``tile // 4`` (64 px for 256 tiles).
+    """
     import rasterio
     from rasterio.windows import Window
 
     before, after, out = Path(before), Path(after), Path(out)
     if tile <= 0 or tile % PATCH:
         raise GeovitError(f"--tile {tile}: must be a positive multiple of {PATCH}")
+    overlap = tile // 4 if overlap is None else overlap
     if not 0 <= overlap < tile:
         raise GeovitError(f"--overlap {overlap}: must be in [0, tile={tile})")
     with contextlib.ExitStack() as stack:
@@ -154,8 +158,9 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
             from rasterio.vrt import WarpedVRT
             from rasterio.enums import Resampling
 
+            # the alpha band masks pixels outside the warped raster (reported as nodata)
             a = stack.enter_context(WarpedVRT(a, crs=b.crs, transform=b.transform, width=b.width, height=b.height,
-                                              resampling=Resampling.bilinear))
+                                              resampling=Resampling.bilinear, add_alpha=True))
         height, width = b.height, b.width
         stride = tile - overlap
         th, ys = _axis(height, tile, stride, pad, "height", before)
