@@ -559,7 +559,7 @@ def embed_units(
     ``cache=DIR`` stores each scale in ``DIR`` and reuses it on re-runs (see module docstring).
     """
     import xarray as xr
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if not isinstance(units, pd.DataFrame):
         path = Path(units)

@@ -16,7 +16,7 @@ FAST = ["--n-estimators", "40", "--n-bootstrap", "50", "--no-swap", "--holdout",
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    return simulate_rct(tmp_path_factory.mktemp("rct"), n_units=240, tile_px=64, small_px=16, seed=2)
+    return simulate_rct(tmp_path_factory.mktemp("rct"), n_units=160, tile_px=64, small_px=16, seed=2)
 
 
 def test_cate_end_to_end(sim, tmp_path, run_cli):
@@ -25,7 +25,7 @@ def test_cate_end_to_end(sim, tmp_path, run_cli):
                                 "--cluster-col", "village", "--out", out, *FAST)
     assert code == 0, err
     cate = pd.read_csv(out / "cate.csv")
-    assert len(cate) == 240 and cate["unit_id"].tolist() == sim.units["unit_id"].tolist()
+    assert len(cate) == 160 and cate["unit_id"].tolist() == sim.units["unit_id"].tolist()
     assert np.isfinite(cate[["tau_hat", "tau_lower", "tau_upper"]].to_numpy()).all()
     assert (cate.tau_lower <= cate.tau_hat).all() and (cate.tau_hat <= cate.tau_upper).all()
     # the estimated effects track the simulation's known τ

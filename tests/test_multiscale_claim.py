@@ -27,7 +27,7 @@ def _scores(ds, flags, effects, seed):
     y, w, tau = out["outcome"].to_numpy(), out["treatment"].to_numpy(), out["tau_true"].to_numpy()
     res = {}
     for arm in ARMS:
-        model = MultiScaleCATE(scales=list(arm), propensity=0.5, n_estimators=100, random_state=seed)
+        model = MultiScaleCATE(scales=list(arm), propensity=0.5, n_estimators=60, random_state=seed)
         ev = model.evaluate(y, w, ds, swap=False, n_bootstrap=200, random_state=seed)
         tau_hat = ev.cate_out_of_sample(len(y))
         scored = ~np.isnan(tau_hat)
