@@ -236,7 +236,8 @@ def _synth(args: argparse.Namespace) -> int:
         if args.layout not in (None, "pdearena"):
             raise GeovitError(f"--layout {args.layout}: ns2d data is written in the PDEArena layout only")
         frames = args.frames or 24
-        paths = synthetic.write_ns2d(args.out_dir, num_frames=frames, buoyancy=args.buoyancy, **common)
+        paths = synthetic.write_ns2d(args.out_dir, num_frames=frames, buoyancy=args.buoyancy, backend=args.backend,
+                                     **common)
     else:
         if args.layout == "pdearena":
             raise GeovitError("--layout pdearena: cfd2d data is written as 'pdebench' or 'vicon'")
@@ -302,6 +303,8 @@ def add_commands(sub) -> None:
     s.add_argument("--num-test", type=int, default=4)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--buoyancy", type=float, default=None, help="ns2d buoyancy (default: drawn from [0.2, 0.5])")
+    s.add_argument("--backend", default="numpy", choices=("numpy", "phiflow"),
+                   help="ns2d solver: geovit's numpy re-implementation, or PDEArena's recipe via phiflow (optional)")
     s.add_argument("--mach", type=float, default=0.1, help="cfd2d Mach number of the random initial velocity")
     s.add_argument("--viscosity", type=float, default=1e-8, help="cfd2d shear = bulk viscosity")
     s.add_argument("--dropped-every", type=_positive, default=None,

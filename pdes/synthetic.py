@@ -44,13 +44,17 @@ def _progress(iterable, desc: str, total: int):
 def write_ns2d(
     out_dir: str | Path, *, splits: dict[str, int] | None = None, resolution: int = 32, num_frames: int = 24,
     seed: int = 0, buoyancy: float | None = None, dropped_every: int | None = None, progress: bool = True,
-    **config,
+    backend: str = "numpy", **config,
 ) -> list[Path]:
     """Write one PDEArena NavierStokes-2D shard per split; returns the file paths.
 
     Default physics is PDEArena's (domain 32, dt 1.5, nu 0.01); ``buoyancy`` defaults to a draw
     from [0.2, 0.5] (the conditioned data set's range), one value per shard as in the file names.
+    ``backend``: ``"numpy"`` (:class:`~pdes.solvers.smoke.SmokeSolver`, no extra dependency) or
+    ``"phiflow"`` (PDEArena's own recipe through phiflow, :mod:`pdes.solvers.phiflow_smoke`).
     """
+    if backend not in ("numpy", "phiflow"):
+        raise GeovitError(f"backend {backend!r}: expected 'numpy' or 'phiflow'")
     splits = dict(DEFAULT_SPLITS if splits is None else splits)
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
@@ -60,7 +64,12 @@ def write_ns2d(
             continue
         buo = float(rng.uniform(0.2, 0.5)) if buoyancy is None else float(buoyancy)
         cfg = SmokeConfig(nx=resolution, ny=resolution, nt=num_frames, buoyancy_y=buo, **config)
-        solver = SmokeSolver(cfg)
+        if backend == "phiflow":
+            from pdes.solvers.phiflow_smoke import PhiflowSmokeSolver
+
+            solver = PhiflowSmokeSolver(cfg)
+        else:
+            solver = SmokeSolver(cfg)
         shard_seed = int(rng.integers(0, 2**31 - 1))
         traj_rng = np.random.default_rng(shard_seed)
         items = range(n)

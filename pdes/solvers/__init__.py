@@ -2,6 +2,8 @@
 
 * :mod:`pdes.solvers.smoke` — buoyancy-driven incompressible smoke in a closed box
   (PDEArena ``NavierStokes2D``; staggered grid, semi-Lagrangian advection, exact DCT projection).
+* :mod:`pdes.solvers.phiflow_smoke` — the same smoke through phiflow, PDEArena's simulator
+  (optional dependency).
 * :mod:`pdes.solvers.euler` — 2D compressible Navier–Stokes on a periodic square
   (PDEBench ``2D_CFD``; finite volumes, MUSCL–HLL, SSP-RK2).
 
