@@ -191,16 +191,11 @@ def simulate_rct(
     nrows = math.ceil(n_units / ncols)
     mosaic = np.zeros((bands, nrows * tile_px, ncols * tile_px), dtype=np.uint16)
     scene_rng = np.random.default_rng([seed, 1])
-    for i in range(n_units):
+    # Grid cells beyond n_units (n not a square) get a plain background scene without perturbations.
+    for i in range(nrows * ncols):
         r, c = divmod(i, ncols)
-        scene = render_scene(flags.iloc[i].to_dict(), scene_rng, tile_px=tile_px, small_px=small_px,
-                             blob_px=blob_px, bands=bands)
-        mosaic[:, r * tile_px:(r + 1) * tile_px, c * tile_px:(c + 1) * tile_px] = np.round(
-            scene * REFLECTANCE_SCALE).astype(np.uint16)
-    # Unused grid cells (n not a square) get a plain background scene without perturbations.
-    for i in range(n_units, nrows * ncols):
-        r, c = divmod(i, ncols)
-        scene = render_scene({}, scene_rng, tile_px=tile_px, small_px=small_px, bands=bands)
+        scene = render_scene(flags.iloc[i].to_dict() if i < n_units else {}, scene_rng, tile_px=tile_px,
+                             small_px=small_px, blob_px=blob_px, bands=bands)
         mosaic[:, r * tile_px:(r + 1) * tile_px, c * tile_px:(c + 1) * tile_px] = np.round(
             scene * REFLECTANCE_SCALE).astype(np.uint16)
 
