@@ -70,6 +70,8 @@ def resolve_data(dataset: str, data: str | None, out: Path, num_samples: int | N
 
 
 def select_channels(dataset: str, spec: str | None) -> ChannelSelection:
+    import geovit.data.chammi  # noqa: F401  (registers the 'chammi' channel table and its presets)
+
     table = DATASETS[dataset][0]
     try:
         return resolve_channels(spec or table, table=table)
@@ -200,8 +202,10 @@ def run_pretraining(args: argparse.Namespace, cfg: dict) -> Path:
                           f"channel table (in_chans={config['in_chans']}); expected ids < {config['in_chans']}")
     del model
 
-    trainer = build_trainer(args, out, banner=_banner() if synthetic else None, max_steps=cfg["max_steps"],
-                            max_epochs=cfg["max_epochs"], gradient_clip_val=cfg["grad_clip"],
+    # No validation metric: monitoring "step" keeps the most recent epoch-end checkpoint as
+    # best-*.ckpt and refreshes last.ckpt every epoch (what --resume last needs after a crash).
+    trainer = build_trainer(args, out, banner=_banner() if synthetic else None, monitor="step", mode="max",
+                            max_steps=cfg["max_steps"], max_epochs=cfg["max_epochs"], gradient_clip_val=cfg["grad_clip"],
                             use_distributed_sampler=False, log_every_n_steps=1)
     per_step = int(cfg["batch_size"]) * trainer.world_size
     steps_per_epoch = len(ds) // per_step

@@ -6,9 +6,11 @@ exist and the DiChaViT regularisers — all computed by ``ChAMAEViT.pretrain_ste
 (β 0.9/0.999, eps 1e-8), linear warm-up then cosine decay, gradient clipping (Trainer).
 
 Exact resumption: the data order is a permutation fixed by (seed, epoch), augmentations are
-seeded by (seed, epoch, index), and the global RNGs (DCP masks draw from ``np.random`` and
-``torch``) are re-seeded from (seed, global step, rank) before every step — so a run resumed
-from an epoch-end checkpoint replays exactly what the uninterrupted run would have done.
+seeded by (seed, epoch, index), the global RNGs (DCP masks draw from ``np.random`` and
+``torch``) are re-seeded from (seed, global step, rank) before every step, and checkpoints
+record how many batches of the current epoch were consumed, which the sampler skips on resume —
+so a run resumed from any checkpoint (epoch end or ``--ckpt-every`` mid-epoch) replays exactly
+what the uninterrupted run would have done.
 """
 from __future__ import annotations
 
@@ -62,13 +64,24 @@ class EpochSampler(DistributedSampler):
     """Shuffle fixed by (seed, epoch), sharded over ranks; also tells the dataset the epoch.
 
     Lightning calls ``set_epoch`` at the start of every epoch (also after a resume), so the
-    order only depends on the seed and the epoch number.
+    order only depends on the seed and the epoch number. ``skip`` leading indices of this
+    rank's shard are dropped once (the batches a resumed epoch had already consumed); the
+    length stays the full epoch's, as Lightning counts the consumed batches itself.
     """
+
+    def __init__(self, *args, skip: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip = int(skip)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
 
 
 def seed_step(seed: int, step: int, rank: int) -> None:
@@ -131,6 +144,8 @@ class ChaMAEPretraining(L.LightningModule):
         self.train_data: Dataset | None = None
         self.batch_size, self.num_workers = 32, 0
         self._viz: dict[str, torch.Tensor] | None = None
+        self._batches_done = (0, 0)  # (epoch, batches of it consumed): saved in checkpoints
+        self._resume_from: tuple[int, int] | None = None
 
     # -- data ---------------------------------------------------------------------------------
     def attach_data(self, dataset: Dataset, batch_size: int, num_workers: int = 0) -> None:
@@ -141,28 +156,44 @@ class ChaMAEPretraining(L.LightningModule):
             raise GeovitError("ChaMAEPretraining: no training data attached (call attach_data)")
         sampler = EpochSampler(self.train_data, num_replicas=self.trainer.world_size, rank=self.global_rank,
                                shuffle=True, seed=self.hparams.seed, drop_last=False)
+        if self._resume_from is not None:
+            epoch, done = self._resume_from
+            if epoch == self.current_epoch and 0 < done < len(sampler) // self.batch_size:
+                sampler.skip = done * self.batch_size  # resumed mid-epoch: drop the consumed samples
+        sampler.set_epoch(self.current_epoch)
         return DataLoader(self.train_data, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                           collate_fn=pad_channels_collate, num_workers=self.num_workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available())
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["geovit_data_position"] = {"epoch": self._batches_done[0], "batches": self._batches_done[1]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        pos = checkpoint.get("geovit_data_position")
+        self._resume_from = (int(pos["epoch"]), int(pos["batches"])) if pos else None
+
     # -- steps --------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._batches_done = (self.current_epoch, 0)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         seed_step(self.hparams.seed, self.global_step, self.global_rank)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, ids, mask = split_batch(batch)
         out = self.model.pretrain_step(x, channels=ids, channel_mask=mask, labels=batch.get("label"))
-        bs = x.shape[0]
+        bs, distributed = x.shape[0], self.trainer.world_size > 1
         for key in LOG_KEYS:
             if key in out:
                 self.log(f"train/{key}", out[key].detach(), on_step=True, on_epoch=True, prog_bar=key == "loss",
-                         batch_size=bs)
+                         batch_size=bs, sync_dist=distributed)
         if batch_idx == 0 and self.hparams.plot_samples > 0:
             n = min(bs, self.hparams.plot_samples)
             keep = torch.ones_like(batch["channel_mask"][:n]) if mask is None else mask[:n]
             self._viz = {"image": x[:n].detach().cpu(), "hidden": out["pixel_mask"][:n].cpu(),
                          "recon": out["reconstruction"][:n].detach().float().cpu(), "valid": keep.cpu(),
                          "channels": batch["channels"][:n].cpu()}
+        self._batches_done = (self._batches_done[0], self._batches_done[1] + 1)
         return out["loss"]
 
     def on_train_epoch_end(self) -> None:
@@ -204,8 +235,36 @@ def _channel_names(table: str) -> tuple[str, ...]:
     return TABLES.get(table, ())
 
 
+def reconstruction_grid(viz: dict[str, torch.Tensor], gap: int = 2) -> np.ndarray:
+    """RGB mosaic (3·n rows of tiles × C columns): original / masked input (hidden = red) / reconstruction.
+
+    Each channel is scaled by the 1st-99th percentile of its original; padded channels stay white.
+    """
+    image, hidden, recon, valid = viz["image"], viz["hidden"], viz["recon"], viz["valid"]
+    n, c, h, w = image.shape
+    grid = np.ones((3 * n * (h + gap) - gap, c * (w + gap) - gap, 3), dtype=np.float32)
+    for i in range(n):
+        for j in range(c):
+            if not bool(valid[i, j]):
+                continue
+            orig = image[i, j].numpy()
+            lo, hi = np.percentile(orig, [1, 99])
+            scale = (hi - lo) if hi > lo else 1.0
+
+            def tile(a):
+                return np.repeat(np.clip((a - lo) / scale, 0, 1)[..., None], 3, axis=-1)
+
+            masked = tile(orig)
+            masked[hidden[i, j].numpy()] = (0.85, 0.33, 0.31)
+            x0 = j * (w + gap)
+            for r, t in enumerate((tile(orig), masked, tile(recon[i, j].numpy()))):
+                y0 = (3 * i + r) * (h + gap)
+                grid[y0:y0 + h, x0:x0 + w] = t
+    return grid
+
+
 def plot_reconstruction(viz: dict[str, torch.Tensor], path: Path, names: Sequence[str], title: str) -> None:
-    """PNG grid: for each sample, rows original / masked input / reconstruction, one column per channel."""
+    """PNG grid (atomic write): per sample, rows original / masked / reconstructed; one column per channel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,37 +272,20 @@ def plot_reconstruction(viz: dict[str, torch.Tensor], path: Path, names: Sequenc
 
     from geovit._io import atomic_savefig
 
-    image, hidden, recon, valid, ids = viz["image"], viz["hidden"], viz["recon"], viz["valid"], viz["channels"]
-    n, c = image.shape[:2]
-    fig, axes = plt.subplots(3 * n, c, figsize=(1.3 * c + 1.2, 1.35 * 3 * n), squeeze=False)
-    cmap = plt.get_cmap("gray").copy()
-    cmap.set_bad("#d9534f")  # hidden patches in red
-    for i in range(n):
-        for j in range(c):
-            cols = [axes[3 * i + r, j] for r in range(3)]
-            for ax in cols:
-                ax.set_xticks([])
-                ax.set_yticks([])
-            if not bool(valid[i, j]):
-                for ax in cols:
-                    ax.axis("off")
-                continue
-            orig = image[i, j].numpy()
-            lo, hi = np.percentile(orig, [1, 99])
-            hi = hi if hi > lo else lo + 1e-6
-            masked = np.where(hidden[i, j].numpy(), np.nan, orig)
-            cols[0].imshow(orig, cmap=cmap, vmin=lo, vmax=hi)
-            cols[1].imshow(np.ma.masked_invalid(masked), cmap=cmap, vmin=lo, vmax=hi)
-            cols[2].imshow(recon[i, j].numpy(), cmap=cmap, vmin=lo, vmax=hi)
-            cid = int(ids[i, j])
-            if i == 0:
-                cols[0].set_title(names[cid] if cid < len(names) else str(cid), fontsize=7)
-            if j == 0:
-                for ax, label in zip(cols, ("original", "masked", "reconstructed")):
-                    ax.set_ylabel(f"#{i} {label}", fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    grid = reconstruction_grid(viz)
+    n, c, h, w = viz["image"].shape
+    fig, ax = plt.subplots(figsize=(min(24.0, 1.0 + 0.75 * c), 0.6 + 0.75 * 3 * n))
+    ax.imshow(grid, interpolation="nearest")
+    ids = viz["channels"][0].tolist()
+    ax.set_xticks([j * (w + 2) + w / 2 for j in range(c)],
+                  [names[k] if k < len(names) and bool(viz["valid"][0, j]) else "" for j, k in enumerate(ids)],
+                  rotation=90, fontsize=7)
+    ax.set_yticks([r * (h + 2) + h / 2 for r in range(3 * n)],
+                  [f"#{r // 3} {('original', 'masked', 'reconstructed')[r % 3]}" for r in range(3 * n)], fontsize=7)
+    ax.tick_params(length=0)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=80)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
 
 
