@@ -156,9 +156,8 @@ def _rollout(args: argparse.Namespace) -> int:
     from pdes.data import TrajectoryDataset
     from pdes.plots import write_error_curve, write_strip, write_table
     from pdes.rollout import make_strategy, rollout
-    from pdes.training import load_trained
 
-    model = load_trained(args.checkpoint)
+    model = _load_model(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.accelerator != "cpu" else "cpu")
     model.to(device)
     ds = TrajectoryDataset(args.data, args.split, channels=args.channels.split(",") if args.channels else None,
@@ -220,6 +219,27 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(args: argparse.Namespace):
+    """geovit ``*.ckpt`` / ``*.safetensors``, or an official ``*_params.pth`` with ``--official-config``."""
+    import json
+
+    from pdes.training import load_trained
+
+    if args.official_config is None:
+        if Path(args.checkpoint).suffix in (".pth", ".pt"):
+            raise GeovitError(f"checkpoint {args.checkpoint}: an official VICON state dict needs --official-config "
+                              "(JSON of the official constructor config: transformer sizes, demo_num, patch counts)")
+        return load_trained(args.checkpoint)
+    from geovit.hub import load_official
+
+    path = Path(args.official_config)
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise GeovitError(f"--official-config {path}: not a readable JSON file ({err})") from None
+    return load_official("vicon", args.checkpoint, cfg.get("constructor_cfg", cfg))
+
+
 def _slots():
     from pdes.data import SLOTS
 
@@ -271,7 +291,10 @@ def add_commands(sub) -> None:
     t.set_defaults(func=_train)
 
     r = psub.add_parser("rollout", help="autoregressive rollout: last-step errors (CSV) and plots (PNG)")
-    r.add_argument("checkpoint", help="geovit VICON checkpoint (*.ckpt from 'pdes train' or geovit *.safetensors)")
+    r.add_argument("checkpoint", help="geovit VICON checkpoint (*.ckpt from 'pdes train', geovit *.safetensors) "
+                                      "or an official *_params.pth with --official-config")
+    r.add_argument("--official-config", default=None,
+                   help="JSON with the official VICON constructor config (or a dict with key 'constructor_cfg')")
     r.add_argument("--data", required=True, help="data set folder or file")
     r.add_argument("--split", default="test", choices=("train", "valid", "test"))
     r.add_argument("--strategy", default="single_step",

@@ -151,3 +151,11 @@ def test_synth_both_kinds_and_layouts(run_cli, tmp_path):
         assert f["Vx"].shape == (5, 3, 8, 8) and "dropped_mask" in f
     code, _, err = run_cli("pdes", "synth", tmp_path / "x", "--kind", "ns2d", "--layout", "vicon")
     assert code == 2 and "PDEArena layout only" in err
+
+
+def test_official_state_dict_needs_its_constructor_config(trained, run_cli):
+    code, _, err = run_cli("pdes", "rollout", trained / "200000_params.pth", "--data", trained / "synthetic_data" / "cfd2d")
+    assert code == 2 and "needs --official-config" in err
+    code, _, err = run_cli("pdes", "rollout", trained / "checkpoints" / "last.ckpt", "--data",
+                           trained / "synthetic_data" / "cfd2d", "--official-config", trained / "missing.json")
+    assert code == 2 and "--official-config" in err and "missing.json" in err
