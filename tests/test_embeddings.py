@@ -237,7 +237,7 @@ def test_jitter_moves_crops(grid_tif):
     assert np.all(np.abs(shifts) <= 2) and np.any(shifts != 0)
 
 
-def test_encoders_geovit_channelvit_and_tiny(grid_tif, tmp_path):
+def test_encoders_geovit_channelvit_timm_and_tiny(grid_tif, tmp_path):
     from geovit.hub import save_converted
     from geovit.models import create_model
 
@@ -254,6 +254,12 @@ def test_encoders_geovit_channelvit_and_tiny(grid_tif, tmp_path):
     np.testing.assert_allclose(again["embedding"].values, ds["embedding"].values, rtol=1e-5, atol=1e-6)
     with pytest.raises(GeovitError, match="2 bands"):
         load_encoder(vit, in_chans=2, channels="rgb")
+    timm_enc = load_encoder("timm:test_vit", in_chans=2)
+    assert timm_enc.input_size == 160
+    feats = embed_units(units, grid_tif, timm_enc, scales=[8], progress=False)["embedding"].values
+    assert feats.shape == (2, 1, timm_enc.model.num_features) and np.isfinite(feats).all()
+    with pytest.raises(GeovitError, match="timm:no_such_model"):
+        load_encoder("timm:no_such_model", in_chans=2)
     t1, t2 = TinyConvEncoder(2), TinyConvEncoder(2)
     x = torch.randn(3, 2, 32, 32)
     torch.testing.assert_close(t1(x), t2(x))  # fixed seed → deterministic features
