@@ -210,6 +210,9 @@ def discover(root: str | os.PathLike, split: str, min_frames: int = 2) -> list[_
     for path in files:
         with _h5(path) as f:
             found = _detect(f, split)
+            if found is None and PDEARENA_PATTERN.match(path.name):
+                raise DataError(f"{path}: a PDEArena shard without the group '{split}' (groups: {sorted(f.keys())}); "
+                                f"each shard holds one split, named in its file name")
             if found is None:
                 raise DataError(
                     f"{path}: neither a PDEArena NavierStokes2D file (group '{split}' with u, vx, vy) nor a "

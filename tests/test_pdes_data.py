@@ -67,6 +67,9 @@ def test_pdearena_shards_pack_into_vicon_slots_with_a_wall_node_type(tmp_path):
     assert node[0].eq(1).all() and node[-1].eq(1).all() and node[:, 0].eq(1).all() and node[:, -1].eq(1).all()
     assert node[1:-1, 1:-1].eq(0).all()
     assert len(TrajectoryDataset(tmp_path, "test")) == 2  # split chosen by file name
+    assert len(TrajectoryDataset(path, "train")) == 3     # a shard can be given directly ...
+    with pytest.raises(DataError, match=r"without the group 'test' \(groups: \['train'\]\)"):
+        TrajectoryDataset(path, "test")                   # ... for its own split only
     assert not item["dropped"].any()
 
 
