@@ -168,6 +168,8 @@ def _rollout(args: argparse.Namespace) -> int:
                         f"{model.frame_size}x{model.frame_size}")
     make_strategy(args.strategy, ds.num_frames, args.gt_steps, args.num_examples, args.max_stride)  # validate early
     n = len(ds) if args.max_trajectories is None else min(len(ds), args.max_trajectories)
+    if not 0 <= args.plot_trajectory < n:
+        raise GeovitError(f"--plot-trajectory {args.plot_trajectory}: expected 0..{n - 1} ({n} trajectories evaluated)")
     mask = torch.from_numpy(ds.channel_mask)
     errors = {s: [] for s in metrics.SCHEMES}
     predicted_all, strip = [], None
