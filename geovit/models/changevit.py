@@ -48,8 +48,8 @@ from geovit.models import register_model
 from geovit.models.changevit_parts import ChangeDecoder, DetailCapture, FeatureInjector
 from geovit.models.layers import resample_pos_grid_dino, trunc_normal_init
 
-__all__ = ["ChangeViT", "PlainViT", "build", "load_official", "official_to_geovit",
-           "changevit_tiny", "changevit_small"]
+__all__ = ["ChangeViT", "PlainViT", "VARIANTS", "build", "load_official", "official_to_geovit",
+           "infer_config", "changevit_tiny", "changevit_small"]
 
 
 class PlainViT(nn.Module):
@@ -148,6 +148,10 @@ class ChangeViT(nn.Module):
         both = self.encode(torch.cat([t1, t2], dim=0))  # eval: one batched pass, same result
         return tuple(f[: t1.shape[0]] for f in both), tuple(f[t1.shape[0]:] for f in both)
 
+    def _decode(self, f1, f2) -> torch.Tensor:
+        """Decoder on (c2, c3, c4, injected c5) of both time steps (the raw ViT map is skipped)."""
+        return self.decoder((*f1[:3], f1[4]), (*f2[:3], f2[4]))
+
     def forward_intermediates(self, t1: torch.Tensor, t2: torch.Tensor) -> dict[str, torch.Tensor]:
         """All features of one forward pass, named as in the conformance data.
 
@@ -161,15 +165,14 @@ class ChangeViT(nn.Module):
                                                                   t1.shape[-1] // self.patch_size)}
         for tag, feats in (("t1", f1), ("t2", f2)):
             out.update({f"{name}_{tag}": f for name, f in zip(("c2", "c3", "c4", "vit", "inj"), feats)})
-        out["logits"] = self.decoder((*f1[:3], f1[4]), (*f2[:3], f2[4]))
+        out["logits"] = self._decode(f1, f2)
         out["prob"] = out["logits"].sigmoid()
         return out
 
     def forward_logits(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
         """Change logits (B, 1, H, W) at full input resolution."""
         self.check_inputs(t1, t2)
-        f1, f2 = self._encode_pair(t1, t2)
-        return self.decoder((*f1[:3], f1[4]), (*f2[:3], f2[4]))
+        return self._decode(*self._encode_pair(t1, t2))
 
     def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
         """Change probability (B, 1, H, W) = sigmoid of :meth:`forward_logits`."""
