@@ -486,7 +486,12 @@ def _encode_windows(source, positions, scale, offsets, encoder, norm, batch_size
     for start in range(0, len(positions), batch_size):
         stop = min(start + batch_size, len(positions))
         crops = np.stack([source.read(int(row0[i]), int(col0[i]), scale) for i in range(start, stop)])
-        chunks.append(encoder(torch.from_numpy(norm(crops))).numpy())
+        try:
+            chunks.append(encoder(torch.from_numpy(norm(crops))).numpy())
+        except RuntimeError as err:  # shape / channel mismatch inside the model
+            raise GeovitError(f"encoder {encoder.name}: failed on {len(crops)} crops of {source.count} band(s) "
+                              f"from raster {source.name} resized to {encoder.input_size} px ({err}); "
+                              "does it take this many bands at this input size?") from None
         if bar is not None:
             bar.update(stop - start)
     return np.concatenate(chunks).astype(np.float32)

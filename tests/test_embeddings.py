@@ -263,6 +263,8 @@ def test_encoders_geovit_channelvit_timm_and_tiny(grid_tif, tmp_path):
     t1, t2 = TinyConvEncoder(2), TinyConvEncoder(2)
     x = torch.randn(3, 2, 32, 32)
     torch.testing.assert_close(t1(x), t2(x))  # fixed seed → deterministic features
+    with pytest.raises(GeovitError, match="2 band.*grid.tif"):  # a 3-band model on a 2-band raster
+        embed_units(units, grid_tif, FrozenEncoder(TinyConvEncoder(3), input_size=8), scales=[8], progress=False)
     with pytest.raises(GeovitError, match="convert"):
         load_encoder("official.pth", in_chans=2)
 
