@@ -144,8 +144,8 @@ def test_ids_outside_the_model_table_and_foreign_checkpoints(tiny_yaml, tmp_path
     assert code == 2 and "unknown keys ['modle']" in err
 
 
-def test_chammi_mixed_channel_batches_pretrain(tiny_yaml, tmp_path, run_cli):
-    """CHAMMI: 3/4/5-channel cells in padded batches, proxy task loss (12-channel table)."""
+def test_chammi_mixed_channel_batches_pretrain_and_probe(tiny_yaml, tmp_path, run_cli):
+    """CHAMMI: 3/4/5-channel cells in padded batches, proxy task loss (12-channel table), then the probe."""
     code, out, err = run_cli("pretrain", "--config", tiny_yaml, "--out", tmp_path, "--dataset", "chammi",
                              "--image-size", "16", "--max-steps", "2", "--synthetic-samples", "8",
                              "--accelerator", "cpu", "--devices", "1")
@@ -154,3 +154,18 @@ def test_chammi_mixed_channel_batches_pretrain(tiny_yaml, tmp_path, run_cli):
     assert hp["model_config"]["in_chans"] == 12 and hp["model_config"]["num_proxies"] == 10
     metrics = pd.read_csv(tmp_path / "logs" / "metrics.csv")
     assert metrics["train/loss_proxy_step"].dropna().gt(0).all()
+    code, out, err = run_cli("probe", tmp_path / "checkpoints" / "last.ckpt", "--k", "1")
+    assert code == 0, err
+    df = pd.read_csv(tmp_path / "probe" / "probe.csv")
+    assert df["channel_set"].tolist() == ["full", "full"] and (df["eval_samples"] == 5).all()
+    assert "[SYNTHETIC DATA]" in out
+
+
+def test_jumpcp_pretrain_uses_the_8_channel_table(tiny_yaml, tmp_path, run_cli):
+    code, _, err = run_cli("pretrain", "--config", tiny_yaml, "--out", tmp_path, "--dataset", "jumpcp",
+                           "--channels", "jumpcp_brightfield", "--image-size", "16", "--max-steps", "1",
+                           "--batch-size", "4", "--synthetic-samples", "10", "--accelerator", "cpu", "--devices", "1")
+    assert code == 0, err
+    hp, _ = read_lightning_checkpoint(tmp_path / "checkpoints" / "last.ckpt", "chamaevit")
+    assert hp["model_config"]["in_chans"] == 8 and hp["channel_names"] == ["HighZBF", "LowZBF", "Brightfield"]
+    assert hp["model_config"]["img_size"] == 16 and hp["model_config"]["num_classes"] == 4

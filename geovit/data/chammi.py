@@ -106,7 +106,7 @@ class CHAMMI(Dataset):
         scale: divide integer images by their dtype's maximum (255 for 8-bit PNG, 65535 for
             16-bit TIFF) so chunks stored at different bit depths share one [0, 1] range.
         image_size: resize every cell to ``image_size²`` (bilinear) so chunks batch together;
-            ``None`` keeps the native size (Allen 238, HPA 512, CP 160 px in the release).
+            ``None`` keeps the native size (it differs per chunk).
         transform: callable applied to each sample dict.
 
     Samples: ``image`` float32 (C, H, W) with C = 3 / 4 / 5, ``channels`` LongTensor (C,)
@@ -201,7 +201,7 @@ class CHAMMI(Dataset):
 
 
 # -- synthetic data ------------------------------------------------------------------------------
-#: Example labels per chunk for the synthetic writer (real CHAMMI class names of the Train split).
+#: Labels of the synthetic writer: Allen / HPA names are CHAMMI Train classes; CP names are illustrative.
 SYNTH_LABELS = {
     "Allen": ("M0", "M1M2", "M3"),
     "HPA": ("golgi apparatus", "microtubules", "mitochondria", "nuclear speckles"),
@@ -215,7 +215,7 @@ def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = Non
     """Write a SYNTHETIC CHAMMI-format set: per chunk ``enriched_meta.csv`` + tape images.
 
     Allen cells are 16-bit ``.ome.tiff``, HPA and CP 8-bit ``.png``, each ``S × (S·C)`` with
-    chunk-specific sizes (default 40 / 48 / 32 px, smaller than the release's 238 / 512 / 160).
+    chunk-specific sizes (default 40 / 48 / 32 px, smaller than the release).
     The label sets which channel carries a bright blob and its radius. ``num_samples`` is per
     chunk (default 12); about a quarter of rows go to ``Task_one``, the rest to ``Train``.
     """

@@ -100,6 +100,7 @@ class JUMPCP(Dataset):
         self.split, self.transform = split, transform
         self.metadata_path = self._find_metadata(metadata)
         df = read_metadata(self.metadata_path)
+        self.num_classes = int(df["label"].max()) + 1 if len(df) else 0  # over every split
         if split != "all":
             if "split" in df.columns:
                 rows = np.flatnonzero(df["split"].astype(str).str.lower().map(lambda s: _SPLIT_ALIASES.get(s, s)) == split)
@@ -124,10 +125,6 @@ class JUMPCP(Dataset):
     def _resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else self.root / p
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.targets.max()) + 1 if len(self.targets) else 0
 
     def labels(self) -> np.ndarray:
         return self.targets.copy()

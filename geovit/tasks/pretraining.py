@@ -156,11 +156,15 @@ class ChaMAEPretraining(L.LightningModule):
             raise GeovitError("ChaMAEPretraining: no training data attached (call attach_data)")
         sampler = EpochSampler(self.train_data, num_replicas=self.trainer.world_size, rank=self.global_rank,
                                shuffle=True, seed=self.hparams.seed, drop_last=False)
+        epoch = self.current_epoch
         if self._resume_from is not None:
-            epoch, done = self._resume_from
-            if epoch == self.current_epoch and 0 < done < len(sampler) // self.batch_size:
+            saved_epoch, done = self._resume_from
+            if saved_epoch == epoch and 0 < done < len(sampler) // self.batch_size:
                 sampler.skip = done * self.batch_size  # resumed mid-epoch: drop the consumed samples
-        sampler.set_epoch(self.current_epoch)
+            elif done >= len(sampler) // self.batch_size:
+                epoch = max(epoch, saved_epoch + 1)  # resumed at an epoch end: the next epoch runs
+        # set now (Lightning sets it again before iterating): worker processes copy the dataset early
+        sampler.set_epoch(epoch)
         return DataLoader(self.train_data, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                           collate_fn=pad_channels_collate, num_workers=self.num_workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available())
