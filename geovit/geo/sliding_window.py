@@ -128,10 +128,11 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
                           threshold: float = 0.5, bands: Sequence[int] | None = None, scale: float | None = None,
                           reproject: bool = False, pad: bool = True, prob_out: str | os.PathLike | None = None,
                           overlay: str | os.PathLike | None = None, block_width: int = 2048,
-                          device: str | torch.device = "cpu", progress: bool = True) -> dict:
+                          device: str | torch.device = "cpu", progress: bool = True, gdal_cache_mb: int = 64) -> dict:
     """Predict change between two co-registered rasters; see the module docstring. Returns stats.
 
-    ``overlap`` defaults to ``tile // 4`` (64 px for 256 tiles).
+    ``overlap`` defaults to ``tile // 4`` (64 px for 256 tiles); ``gdal_cache_mb`` caps GDAL's
+    block cache for the duration of the call.
     """
     import rasterio
     from rasterio.windows import Window
@@ -143,6 +144,9 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
     if not 0 <= overlap < tile:
         raise GeovitError(f"--overlap {overlap}: must be in [0, tile={tile})")
     with contextlib.ExitStack() as stack:
+        # GDAL's block cache defaults to 5 % of RAM and fills with every block read or written:
+        # cap it, or resident memory grows with raster size up to that limit.
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20))
         b = stack.enter_context(_open(before))
         a = stack.enter_context(_open(after))
         bands_b = _check_bands(b, before, bands, scale)
