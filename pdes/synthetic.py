@@ -163,3 +163,22 @@ def write_default_sets(out_dir: str | Path, *, resolution: int = 32, seed: int =
     write_cfd2d(out_dir / "cfd2d", resolution=resolution, seed=seed + 1, layout="vicon", progress=progress,
                 splits=splits)
     return [out_dir / "ns2d", out_dir / "cfd2d"]
+
+
+def _split_counts(num_samples: int | None) -> dict[str, int]:
+    n = DEFAULT_SPLITS["train"] if num_samples is None else int(num_samples)
+    if n < 1:
+        raise GeovitError(f"--num-samples {num_samples}: expected a positive number of training trajectories")
+    return {"train": n, "valid": max(n // 6, 1), "test": max(n // 6, 1)}
+
+
+def write_synthetic_ns2d(out_dir: str | Path, *, num_samples: int | None = None, seed: int = 0) -> Path:
+    """``geovit data synth pdearena_ns2d OUT`` (the ``geovit.cli.data.SYNTH_WRITERS`` signature)."""
+    write_ns2d(out_dir, splits=_split_counts(num_samples), seed=seed)
+    return Path(out_dir)
+
+
+def write_synthetic_cfd2d(out_dir: str | Path, *, num_samples: int | None = None, seed: int = 0) -> Path:
+    """``geovit data synth pdebench_cfd2d OUT`` (VICON's ``{split}/{i}.h5`` layout)."""
+    write_cfd2d(out_dir, splits=_split_counts(num_samples), seed=seed, layout="vicon")
+    return Path(out_dir)

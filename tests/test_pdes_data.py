@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from geovit.errors import DataError
+from geovit.errors import DataError, GeovitError
 from pdes.data import SLOTS, PromptDataset, TrajectoryDataset, discover
 from pdes.synthetic import write_cfd2d, write_ns2d
 from pdes.training import combined_loader, concat_prompts
@@ -245,3 +245,14 @@ def test_unrecognised_and_mismatched_files(tmp_path):
     with pytest.raises(DataError, match="cannot be average-pooled"):
         _bench(tmp_path / "c" / "x.hdf5")
         TrajectoryDataset(tmp_path / "c", "train", frame_size=3)
+
+
+def test_geovit_data_synth_writers_follow_the_shared_signature(tmp_path):
+    from pdes.synthetic import write_synthetic_cfd2d, write_synthetic_ns2d
+
+    root = write_synthetic_ns2d(tmp_path / "ns", num_samples=2, seed=1)
+    assert {s: len(TrajectoryDataset(root, s)) for s in ("train", "valid", "test")} == {"train": 2, "valid": 1, "test": 1}
+    root = write_synthetic_cfd2d(tmp_path / "cfd", num_samples=2, seed=1)
+    assert len(TrajectoryDataset(root, "test")) == 1 and TrajectoryDataset(root, "test").frame_size == 32
+    with pytest.raises(GeovitError, match="num-samples 0"):
+        write_synthetic_ns2d(tmp_path / "x", num_samples=0)
