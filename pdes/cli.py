@@ -35,7 +35,7 @@ MODEL_KEYS = ("embed_dim", "num_heads", "mlp_dim", "depth", "dropout", "max_pair
 
 # ---------------------------------------------------------------------------- train
 def _train_datasets(cfg: dict, roots: list[Path], seed: int):
-    from pdes.data import PromptDataset, check_same_frames
+    from pdes.data import PromptDataset, SplitNotFound, check_same_frames
 
     common = dict(channels=cfg["channels"], frame_size=cfg["frame_size"])
     train = [PromptDataset(r, "train", num_pairs=cfg["num_pairs"], max_stride=cfg["max_stride"], seed=seed, **common)
@@ -50,9 +50,8 @@ def _train_datasets(cfg: dict, roots: list[Path], seed: int):
         try:
             valid.append(PromptDataset(r, "valid", num_pairs=cfg["num_pairs"], max_stride=cfg["max_stride"],
                                        seed=seed + 1, **common))
-        except DataError as err:
-            if "no valid data" not in str(err) and "split is empty" not in str(err):
-                raise
+        except SplitNotFound:  # validation is optional
+            pass
     check_same_frames(train + valid, frame)
     return train, valid, frame
 

@@ -89,6 +89,10 @@ SPECS: dict[str, DatasetSpec] = {
     ),
 }
 
+class SplitNotFound(DataError):
+    """The folder is readable but holds no trajectory of the requested split."""
+
+
 PDEARENA_PATTERN = re.compile(r"^NavierStokes2D_(train|valid|test)_.*\.h5$")
 
 
@@ -202,7 +206,7 @@ def discover(root: str | os.PathLike, split: str, min_frames: int = 2) -> list[_
     else:
         files = sorted([*root.glob("*.hdf5"), *root.glob("*.h5")], key=_natural_key)
     if not files:
-        raise DataError(
+        raise SplitNotFound(
             f"{root}: no {split} data found; expected PDEArena shards NavierStokes2D_{split}_*.h5, "
             f"a VICON folder {split}/*.h5, or PDEBench 2D CFD .hdf5 files"
         )
@@ -230,7 +234,7 @@ def discover(root: str | os.PathLike, split: str, min_frames: int = 2) -> list[_
         if stop > start:
             sources.append(_Source(str(path), group, name, start, stop, shape, has_dropped))
     if not sources:
-        raise DataError(f"{root}: the {split} split is empty (too few trajectories for an 80/10/10 split)")
+        raise SplitNotFound(f"{root}: the {split} split is empty (too few trajectories for an 80/10/10 split)")
     specs = {s.spec for s in sources}
     if len(specs) > 1:
         raise DataError(f"{root}: mixes {sorted(specs)} files; give each data set as its own --data folder")
