@@ -119,7 +119,7 @@ def _model_of(ckpt: Path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--channels", "not_a_preset"), "--channels: unknown channel name 'not_a_preset' for table 'so2sat'"),
+    (("--channels", "not_a_preset"), "'not_a_preset'"),
     (("--channels", "jumpcp"), "preset 'jumpcp' belongs to table 'jumpcp'"),
     (("--mask-ratio", "1.5"), "--mask-ratio 1.5: expected a fraction in (0, 1)"),
     (("--dataset", "chammi", "--data", "/nonexistent/chammi"), "--data /nonexistent/chammi: folder not found"),

@@ -95,7 +95,7 @@ def test_probe_bad_input_exits_2(checkpoint, tmp_path, run_cli):
     code, _, err = run_cli("probe", path, "--data", data, "--channels", "jumpcp", "--out", tmp_path)
     assert code == 2 and "preset 'jumpcp' belongs to table 'jumpcp'" in err and "Traceback" not in err
     code, _, err = run_cli("probe", path, "--data", data, "--channels", "nope", "--out", tmp_path)
-    assert code == 2 and "unknown channel name 'nope' for table 'so2sat'" in err
+    assert code == 2 and "--channels" in err and "'nope'" in err and "table 'so2sat'" in err
     foreign = tmp_path / "changevit.ckpt"
     torch.save({"hyper_parameters": {"family": "changevit"}, "state_dict": {}}, foreign)
     code, _, err = run_cli("probe", foreign, "--data", data, "--out", tmp_path)

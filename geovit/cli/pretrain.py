@@ -5,7 +5,12 @@
     geovit probe runs/pretrain/checkpoints/last.ckpt --channels so2sat [--data DIR]
 
 Without ``--data`` a synthetic set in the real on-disk format is written to OUT/synthetic_data
-and every line the commands print says so.
+and every line the commands print says so. ``--config`` YAML keys: dataset, data, channels, model,
+model_kwargs (constructor overrides, e.g. {depth: 4, decoder: {dcp_mask_ratio: 0.5}}),
+so2sat_version, image_size, batch_size, lr, weight_decay, warmup_steps, grad_clip, mask_ratio,
+augment, max_steps, max_epochs, synthetic_samples, plot_samples. Outputs in OUT: checkpoints/
+(last.ckpt every epoch, step-*.ckpt with --ckpt-every), logs/metrics.csv, tensorboard/,
+plots/reconstruction_epochNNN.png, run_summary.json (per-rank weight digests under DDP).
 """
 from __future__ import annotations
 
@@ -171,6 +176,12 @@ def model_kwargs_for(cfg: dict, dataset: str, sel: ChannelSelection, image_size:
     return kwargs
 
 
+def _log_every(cfg: dict, num_samples: int) -> int:
+    """Log every step on short runs, every ~1/20 of the run (at most 50 steps) on long ones."""
+    steps = cfg["max_steps"] or (cfg["max_epochs"] or 1) * max(1, num_samples // int(cfg["batch_size"]))
+    return int(min(50, max(1, steps // 20)))
+
+
 def run_pretraining(args: argparse.Namespace, cfg: dict) -> Path:
     """Pretrain ChA-MAEViT; returns OUT (checkpoints/, logs/, tensorboard/, plots/, run_summary.json)."""
     import lightning as L
@@ -206,7 +217,7 @@ def run_pretraining(args: argparse.Namespace, cfg: dict) -> Path:
     # best-*.ckpt and refreshes last.ckpt every epoch (what --resume last needs after a crash).
     trainer = build_trainer(args, out, banner=_banner() if synthetic else None, monitor="step", mode="max",
                             max_steps=cfg["max_steps"], max_epochs=cfg["max_epochs"], gradient_clip_val=cfg["grad_clip"],
-                            use_distributed_sampler=False, log_every_n_steps=1)
+                            use_distributed_sampler=False, log_every_n_steps=_log_every(cfg, len(ds)))
     per_step = int(cfg["batch_size"]) * trainer.world_size
     steps_per_epoch = len(ds) // per_step
     if steps_per_epoch < 1:
