@@ -35,13 +35,11 @@ def peak_memory_of(fn: Callable[[], object]) -> float:
     gc.collect()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = prof.key_averages()
     # Peak = largest running total of allocations/frees, taken from the raw event stream.
     running, peak = 0, 0
     for evt in sorted(prof.events(), key=lambda e: e.time_range.start):
-        running += evt.cpu_memory_usage
+        running += evt.self_cpu_memory_usage  # self: nested ops are not counted twice
         peak = max(peak, running)
-    del events
     return peak / 2**20
 
 

@@ -76,9 +76,10 @@ def _lookup(table: str, name: str) -> int:
     try:
         return lowered.index(name.lower())
     except ValueError:
+        presets = [p for p, (t, _) in PRESETS.items() if t == table]
         raise GeovitError(
-            f"--channels: unknown channel name {name!r} for table {table!r}; "
-            f"expected one of {', '.join(TABLES[table])}"
+            f"--channels: unknown channel name {name!r} for table {table!r}, and not one of its presets "
+            f"({', '.join(presets)}); expected channel names from {', '.join(TABLES[table])}"
         ) from None
 
 

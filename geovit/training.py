@@ -114,6 +114,27 @@ def _progress_bar(banner: str | None):
     return BannerProgressBar(refresh_rate=1 if os.environ.get("CI") is None else 50)
 
 
+def _final_checkpoint(ckpt_dir: Path):
+    from lightning.pytorch.callbacks import Callback
+
+    class FinalCheckpoint(Callback):
+        """Write ``last.ckpt`` when fitting ends, so it always holds the final weights.
+
+        (``ModelCheckpoint`` only saves after validation; a run stopped by ``max_steps`` between
+        two validations would otherwise leave a stale ``last.ckpt``.)
+        """
+
+        def __init__(self):
+            self.saved_step = -1
+
+        def on_fit_end(self, trainer, pl_module):
+            if trainer.global_step != self.saved_step and not trainer.sanity_checking:
+                trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+                self.saved_step = trainer.global_step
+
+    return FinalCheckpoint()
+
+
 def build_trainer(
     args: argparse.Namespace,
     out: Path,
@@ -145,6 +166,7 @@ def build_trainer(
         cbs.append(ModelCheckpoint(
             dirpath=ckpt_dir, filename="step-{step}", every_n_train_steps=args.ckpt_every, save_top_k=-1,
         ))
+    cbs.append(_final_checkpoint(ckpt_dir))
     cbs.extend(callbacks)
     max_steps = args.max_steps if args.max_steps is not None else max_steps
     max_epochs = args.max_epochs if args.max_epochs is not None else max_epochs

@@ -24,7 +24,7 @@ def test_comma_list_round_trips(names):
 @pytest.mark.parametrize("spec, match", [
     ("landsat", "neither a preset"),
     ("S2_B04,S2_B04", "listed twice"),
-    ("S2_B04,Mito", "unknown channel name 'Mito'"),
+    ("S2_B04,Mito", "unknown channel name 'Mito' for table 'so2sat', and not one of its presets"),
     ("", "empty channel list"),
 ])
 def test_errors(spec, match):

@@ -16,6 +16,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "geovit.models.channelvit",
     "geovit.models.chamaevit",
     "geovit.models.changevit",
+    "pdes.vicon",
 )
 
 _ENTRYPOINTS: dict[str, Callable] = {}
