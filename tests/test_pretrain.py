@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geovit.tasks.pretraining import parameter_digest
 from geovit.training import read_lightning_checkpoint
@@ -86,6 +88,35 @@ def test_resumed_run_ends_with_the_weights_of_the_uninterrupted_run(start, full_
     assert not all(torch.equal(before[k], full[k]) for k in full)  # the resumed part did train
     for k in full:
         assert torch.equal(resumed[k], full[k]), k
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 4), st.integers(0, 1000), st.integers(0, 5), st.integers(0, 10))
+def test_epoch_sampler_order_depends_only_on_seed_and_epoch(n, replicas, seed, epoch, skip):
+    from geovit.tasks.pretraining import EpochSampler
+
+    def shard(rank, skip=0):
+        s = EpochSampler(range(n), num_replicas=replicas, rank=rank, shuffle=True, seed=seed, skip=skip)
+        s.set_epoch(epoch)
+        return list(s)
+
+    shards = [shard(r) for r in range(replicas)]
+    assert set().union(*shards) == set(range(n))  # every sample seen once per epoch (DistributedSampler pads)
+    assert shards == [shard(r) for r in range(replicas)]  # same (seed, epoch) -> same order
+    assert shard(0, skip) == shards[0][skip:]  # a resumed epoch drops exactly the consumed samples
+
+
+def test_seeded_augment_is_a_function_of_seed_epoch_and_index():
+    from geovit.data.transforms import RandomFlipRotate
+    from geovit.tasks.pretraining import SeededAugment
+
+    base = [{"image": torch.arange(16.0).reshape(1, 4, 4), "channels": torch.tensor([0])}] * 8
+    aug = SeededAugment(base, lambda g: RandomFlipRotate(generator=g), seed=3)
+    first = [aug[i]["image"] for i in range(8)]
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert all(torch.equal(a, aug[i]["image"]) for i, a in enumerate(first))
+    aug.set_epoch(1)
+    assert not all(torch.equal(a, aug[i]["image"]) for i, a in enumerate(first))
 
 
 def test_parameter_digest_sees_one_changed_weight():

@@ -101,7 +101,7 @@ def partial_sets(full_ids: Sequence[int], table: str, extra: str | None = None) 
     return sets
 
 
-def plot_probe(df, path: Path, title: str) -> None:
+def plot_probe(df, path: Path, title: str, chance: float | None = None) -> None:
     """Grouped bars: accuracy of the linear probe and kNN for every channel set (atomic PNG)."""
     import matplotlib
 
@@ -120,6 +120,8 @@ def plot_probe(df, path: Path, title: str) -> None:
         ax.bar(xs, sub["accuracy"], width=width, label=method)
     ax.set_xticks(np.arange(len(sets)), [f"{s}\n({n} ch)" for s, n in
                                          zip(sets, df.drop_duplicates("channel_set")["num_channels"])], fontsize=8)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance (majority class)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
@@ -172,11 +174,12 @@ def run_probe_command(args: argparse.Namespace) -> dict:
     sets = partial_sets(sel.ids, table, args.subsets) if dataset != "chammi" else [("full", tuple(sel.ids))]
     from geovit.channels import TABLES
 
-    rows = []
+    rows, chance = [], None
     for name, ids in sets:
         keep = None if name == "full" else ids
         tr = extract_features(model, loaders[train_split], keep, device, desc=f"{name}: {train_split}")
         te = extract_features(model, loaders[eval_split], keep, device, desc=f"{name}: {eval_split}")
+        chance = float(np.mean(te[1] == np.bincount(tr[1]).argmax()))
         for method, result in (("linear", linear_probe(*tr, *te, seed=args.seed)), (f"knn{args.k}", knn_probe(*tr, *te, k=args.k))):
             rows.append({"channel_set": name, "num_channels": len(ids),
                          "channels": ",".join(TABLES[table][i] for i in ids), "method": method,
@@ -186,8 +189,8 @@ def run_probe_command(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "probe.csv", df.to_csv(index=False))
     title = f"{'SYNTHETIC data · ' if synthetic else ''}frozen ChA-MAEViT on {dataset} ({train_split} → {eval_split})"
-    plot_probe(df, out / "probe.png", title)
-    summary = {"checkpoint": str(args.checkpoint), "dataset": dataset, "synthetic": synthetic,
+    plot_probe(df, out / "probe.png", title, chance=chance)
+    summary = {"checkpoint": str(args.checkpoint), "dataset": dataset, "synthetic": synthetic, "chance": chance,
                "train_split": train_split, "eval_split": eval_split, "results": rows}
     atomic_write_text(out / "probe.json", json.dumps(summary, indent=2) + "\n")
     say(f"wrote {out / 'probe.csv'} and {out / 'probe.png'}", synthetic)
