@@ -59,6 +59,19 @@ def test_samples_unfold_channels_with_chunk_ids(root):
     assert resolve_channels("chammi_hpa").ids == tuple(chunk_channel_ids("HPA"))
 
 
+def test_allen_plane_stacks_are_read_like_tapes(root, tmp_path):
+    """An OME-TIFF holding the planes as a (C, H, W) stack gives the same sample as the tape."""
+    import shutil
+
+    shutil.copytree(root / "Allen", tmp_path / "Allen")
+    meta = pd.read_csv(tmp_path / "Allen" / "enriched_meta.csv")
+    path = tmp_path / meta["file_path"][0]
+    tape = tifffile.imread(path)
+    tifffile.imwrite(path, unfold_tape(tape, int(meta["channel_width"][0]), 3), ome=True)
+    stacked, taped = CHAMMI(tmp_path, chunks=["Allen"], image_size=None)[0], CHAMMI(root, chunks=["Allen"], image_size=None)[0]
+    assert torch.equal(stacked["image"], taped["image"])
+
+
 def test_labels_share_one_encoding_across_splits(root):
     train, task = CHAMMI(root, split="Train"), CHAMMI(root, split="task_one")
     assert train.classes == task.classes and len(train.classes) == 3 + 4 + 3

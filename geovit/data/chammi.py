@@ -186,7 +186,10 @@ class CHAMMI(Dataset):
             raise DataError(f"{path}: {chunk} images are {suffix} files (row {self.rows[index]} of "
                             f"{self.root / chunk / 'enriched_meta.csv'}, column 'file_path')")
         tape = _read_image(path)
-        image = unfold_tape(tape, int(self.widths[index]), len(names), where=str(path)).astype(np.float32)
+        if tape.ndim == 3 and tape.shape[0] == len(names):  # a plane stack (C, H, W) instead of a tape
+            image = tape.astype(np.float32)
+        else:
+            image = unfold_tape(tape, int(self.widths[index]), len(names), where=str(path)).astype(np.float32)
         if self.scale and np.issubdtype(tape.dtype, np.integer):
             image /= float(np.iinfo(tape.dtype).max)
         if not np.isfinite(image).all():
