@@ -21,8 +21,13 @@ def sim(tmp_path_factory):
 
 def test_cate_end_to_end(sim, tmp_path, run_cli):
     out = tmp_path / "out"
-    code, stdout, err = run_cli("cate", "--units", sim.units_csv, "--raster", sim.raster, "--scales", "16,64",
-                                "--cluster-col", "village", "--out", out, *FAST)
+    units = pd.read_csv(sim.units_csv)
+    stray = units.iloc[[0]].assign(unit_id="far_away", lon=-60.0)  # ~1300 km east of the mosaic
+    csv = tmp_path / "units.csv"
+    pd.concat([units, stray]).to_csv(csv, index=False)
+    with pytest.warns(UserWarning, match="far_away"):
+        code, stdout, err = run_cli("cate", "--units", csv, "--raster", sim.raster, "--scales", "16,64",
+                                    "--cluster-col", "village", "--outside", "skip", "--out", out, *FAST)
     assert code == 0, err
     cate = pd.read_csv(out / "cate.csv")
     assert len(cate) == 160 and cate["unit_id"].tolist() == sim.units["unit_id"].tolist()
@@ -34,6 +39,7 @@ def test_cate_end_to_end(sim, tmp_path, run_cli):
     assert sorted(rate.scales.astype(str)) == ["16", "16+64", "64"]
     np.testing.assert_allclose(rate.rate_ratio, rate.estimate / rate.std_err)
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_units"] == 1 and summary["units"] == 160
     assert "+".join(map(str, summary["chosen"])) == str(rate.sort_values("rate_ratio").scales.iloc[-1])
     assert (cate.scales.astype(str) == "+".join(map(str, summary["chosen"]))).all()
     toc = pd.read_csv(out / "toc.csv")
