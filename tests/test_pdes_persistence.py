@@ -41,7 +41,7 @@ def test_trained_vicon_beats_persistence_on_held_out_trajectories(tmp_path, one_
     train = PromptDataset(tmp_path, "train", num_pairs=6, max_stride=3, seed=0)
     config = dict(num_channels=7, embed_dim=48, num_heads=2, mlp_dim=96, depth=2, max_pairs=6,
                   num_patches=4, patch_size=4)
-    steps = 240
+    steps = 180
     module = VICONModule(config, lr=3e-3, warmup_steps=10, total_steps=steps, min_ex=2)
     untrained = VICONModule(config)
     untrained.model.load_state_dict(module.model.state_dict())
