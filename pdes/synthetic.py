@@ -117,19 +117,19 @@ def _write_pdebench(path: Path, trajs: list[dict], cfg: CFDConfig, dropped) -> N
 def write_cfd2d(
     out_dir: str | Path, *, splits: dict[str, int] | None = None, resolution: int = 32, num_frames: int = 21,
     seed: int = 0, mach: float = 0.1, eta: float = 1e-8, zeta: float = 1e-8, layout: str = "pdebench",
-    chunk: int = 4, dropped_every: int | None = None, progress: bool = True, **config,
+    chunk: int = 4, dropped_every: int | None = None, progress: bool = True, frame_dt: float = 0.05, **config,
 ) -> list[Path]:
     """Write PDEBench 2D CFD trajectories; returns the file paths.
 
     ``layout="pdebench"``: one original-style file holding all trajectories (the loader splits it
     80/10/10 by index; ``splits`` only sets the total). ``layout="vicon"``: ``{split}/{i}.h5``
-    files of ``chunk`` trajectories each.
+    files of ``chunk`` trajectories each. ``frame_dt``: time between saved frames (PDEBench: 0.05).
     """
     if layout not in ("pdebench", "vicon"):
         raise GeovitError(f"layout {layout!r}: expected 'pdebench' or 'vicon'")
     splits = dict(DEFAULT_SPLITS if splits is None else splits)
     cfg = CFDConfig(nx=resolution, ny=resolution, nt=num_frames, mach=mach, eta=eta, zeta=zeta,
-                    t_end=(num_frames - 1) * 0.05, **config)
+                    t_end=(num_frames - 1) * frame_dt, **config)
     solver = CFDSolver(cfg)
     rng = np.random.default_rng(seed)
     total = sum(splits.values())
