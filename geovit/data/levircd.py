@@ -310,8 +310,10 @@ def plot_change_grid(samples: Sequence[dict], *, show_titles: bool = True, supti
 # ----------------------------------------------------------------------------------- synthetic
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
     """Smooth ground texture (H, W, 3) float in 0-255: soil/grass colours plus low-frequency noise."""
+    from scipy.ndimage import zoom
+
     coarse = rng.normal(size=(size // 16 + 2, size // 16 + 2, 1))
-    up = np.kron(coarse, np.ones((16, 16, 1)))[:size, :size]
+    up = zoom(coarse, (16, 16, 1), order=1)[:size, :size]
     base = np.array([110.0, 120.0, 85.0]) + rng.normal(0, 8, size=3)
     return np.clip(base + 18 * up + rng.normal(0, 4, size=(size, size, 3)), 0, 255)
 
