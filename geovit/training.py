@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -111,7 +112,13 @@ def _progress_bar(banner: str | None):
         def validation_description(self) -> str:
             return f"{banner} Validation" if banner else "Validation"
 
-    return BannerProgressBar(refresh_rate=1 if os.environ.get("CI") is None else 50)
+        def on_train_epoch_start(self, trainer, pl_module):
+            super().on_train_epoch_start(trainer, pl_module)  # sets "Epoch N"; keep the banner
+            if banner:
+                self.train_progress_bar.set_description(f"{banner} Epoch {trainer.current_epoch}")
+
+    interactive = sys.stderr.isatty() and os.environ.get("CI") is None
+    return BannerProgressBar(refresh_rate=1 if interactive else 25)  # logs/CI: fewer redraws
 
 
 def _final_checkpoint(ckpt_dir: Path):
@@ -170,7 +177,14 @@ def build_trainer(
     cbs.extend(callbacks)
     max_steps = args.max_steps if args.max_steps is not None else max_steps
     max_epochs = args.max_epochs if args.max_epochs is not None else max_epochs
-    loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
+    # A resumed run logs to logs/resume_N/ so the metrics.csv of the interrupted run is kept.
+    version = ""
+    if args.resume:
+        n = 1
+        while (out / "logs" / f"resume_{n}").exists():
+            n += 1
+        version = f"resume_{n}"
+    loggers = [CSVLogger(out, name="logs", version=version), TensorBoardLogger(out, name="tensorboard", version=version)]
     devices = args.devices if args.devices == "auto" else int(args.devices)
     return L.Trainer(
         default_root_dir=out,

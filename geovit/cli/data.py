@@ -16,6 +16,8 @@ SYNTH_WRITERS: dict[str, str] = {
     "jumpcp": "geovit.data.jumpcp:write_synthetic",
     "chammi": "geovit.data.chammi:write_synthetic",
     "levircd": "geovit.data.levircd:write_synthetic",
+    "pdearena_ns2d": "pdes.synthetic:write_synthetic_ns2d",
+    "pdebench_cfd2d": "pdes.synthetic:write_synthetic_cfd2d",
 }
 
 
