@@ -14,27 +14,10 @@ import argparse
 import statistics
 
 import torch
-from _common import setup_threads, time_call
-from torch.profiler import ProfilerActivity, profile
+from _common import peak_memory_of, setup_threads, time_call
 
 from geovit.models import create_model
 from geovit.models.layers import set_fused_attention
-
-
-def peak_memory_mib(fn) -> float:
-    """Peak torch CPU memory (MiB) allocated during ``fn()``.
-
-    Like ``_common.peak_memory_of`` but summing each event's *self* allocations: the nested
-    aten events (conv2d -> convolution -> mkldnn_convolution) each report their children's
-    allocations too, so summing ``cpu_memory_usage`` counts one tensor several times.
-    """
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    running = peak = 0
-    for evt in sorted(prof.events(), key=lambda e: e.time_range.start):
-        running += evt.self_cpu_memory_usage
-        peak = max(peak, running)
-    return peak / 2**20
 
 
 def main() -> None:
@@ -68,7 +51,7 @@ def main() -> None:
     results = {}
     for name, fused in modes.items():
         set_fused_attention(model, fused)
-        results[name] = (args.batch / statistics.median(seconds[name]), peak_memory_mib(forward), forward())
+        results[name] = (args.batch / statistics.median(seconds[name]), peak_memory_of(forward), forward())
 
     (base_speed, base_mem, base_out), (speed, mem, out) = results["materialised"], results["fused (geovit)"]
     print(f"{args.model}: batch {args.batch} of {args.size}x{args.size} pairs, {torch.get_num_threads()} threads, "

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import setup_threads  # noqa: E402
+from _common import peak_memory_of, setup_threads  # noqa: E402
 
 from geovit.models.layers import set_fused_attention  # noqa: E402
 from pdes.rollout import make_strategy, rollout  # noqa: E402
@@ -40,22 +40,6 @@ def trajectory(num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     traj[:, :, :4] = torch.randn(1, num_frames, 4, 128, 128, generator=g).cumsum(1) * 0.1
     mask = torch.tensor([1, 1, 1, 1, 0, 0, 0.0])
     return traj, mask
-
-
-def peak_memory_mib(fn) -> float:
-    """Peak torch-allocated CPU memory of ``fn()`` (MiB): running total of each op's *self* allocations.
-
-    (``_common.peak_memory_of`` adds inclusive per-op usage, which counts nested allocations twice.)
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    running = peak = 0
-    for evt in sorted(prof.events(), key=lambda e: e.time_range.start):
-        running += evt.self_cpu_memory_usage
-        peak = max(peak, running)
-    return peak / 2**20
 
 
 def interleaved_medians(fns: dict, repeat: int) -> tuple[dict, dict]:
@@ -118,7 +102,7 @@ def main() -> None:
         results = {}
         for label in ("fused", "materialised"):
             set_fused_attention(model, label == "fused")
-            results[label] = (t[label] / args.steps, peak_memory_mib(one_step), outs[label])
+            results[label] = (t[label] / args.steps, peak_memory_of(one_step), outs[label])
         t_full, t_last = t["full"], t["last"]
         (tf, mf, of), (tm, mm, om) = results["fused"], results["materialised"]
         diff = (of - om).abs().max().item()

@@ -297,7 +297,7 @@ def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = Non
         phase = split_rng.uniform(0, 2 * np.pi, size=n)
         wave = np.sin(freqs[labels, None, None] * (np.cos(angles[labels])[:, None, None] * xx
                       + np.sin(angles[labels])[:, None, None] * yy) + phase[:, None, None])
-        z = (offsets[labels][:, None, None, :] * 0.8 + wave[..., None] * 0.8
+        z = (offsets[labels][:, None, None, :] * 1.0 + wave[..., None] * 1.5
              + split_rng.normal(0.0, 1.0, size=(n, 32, 32, 18)))
         x = mean + std * z
         onehot = np.zeros((n, 17), dtype=np.float64)
