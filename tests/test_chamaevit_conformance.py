@@ -77,9 +77,18 @@ class _Probe:
             self.out[name] = output
         return hook
 
-    def close(self):
+    def __enter__(self) -> "_Probe":
+        return self
+
+    def __exit__(self, *exc):
         for h in self.handles:
             h.remove()
+
+
+def _check_channel_tokens(net, x, ids, mask, expected, case):
+    ch = net._resolve_channels(x, ids, mask)
+    used = net.patch_embed.tokens_for(ch.ids, ch.valid).detach()  # (n, C, D) -> official (n, D, C, 1, 1)
+    _close(used.permute(0, 2, 1)[..., None, None], expected["channel_tokens_used"], f"{case}: channel tokens")
 
 
 @pytest.fixture
@@ -99,22 +108,16 @@ def model(official_model, golden, request):
 def test_eval_case_matches_official(model, golden):
     case, net = model
     (x, ids, mask, _), expected = _case(golden, case)
-    probe = _Probe(net)
-    try:
-        with torch.no_grad():
-            logits = net(x, channels=ids, channel_mask=mask)
-            feat = net.forward_features(x, channels=ids, channel_mask=mask)
-            ch = net._resolve_channels(x, ids, mask)
-            conv = net.patch_embed(x)  # (B, C, P, D)
-            tokens_used = net.patch_embed.tokens_for(ch.ids, ch.valid)
-            pos = net.interpolate_pos_encoding(x.shape[1], x.shape[2] // 8, x.shape[3] // 8)
-    finally:
-        probe.close()
+    with _Probe(net) as probe, torch.no_grad():
+        logits = net(x, channels=ids, channel_mask=mask)
+        feat = net.forward_features(x, channels=ids, channel_mask=mask)
+        conv = net.patch_embed(x)  # (B, C, P, D)
+        pos = net.interpolate_pos_encoding(x.shape[1], x.shape[2] // 8, x.shape[3] // 8)
     _close(logits, expected["res__output"], f"{case}: logits")
     _close(feat, expected["pooled_feature"], f"{case}: fused feature")
     _close(probe.out["encoder_tokens"], expected["encoder_tokens"], f"{case}: encoder tokens")
     _close(probe.out["attn_pool_out"], expected["attn_pool_out"], f"{case}: attention pooling")
-    _close(tokens_used.permute(0, 2, 1)[..., None, None], expected["channel_tokens_used"], f"{case}: channel tokens")
+    _check_channel_tokens(net, x, ids, mask, expected, case)
     if "patch_embed_conv_out" in expected:
         b, c, P, d = conv.shape
         _close(conv.permute(0, 3, 1, 2).reshape(b, d, c, 4, 4), expected["patch_embed_conv_out"], f"{case}: conv")
@@ -131,12 +134,9 @@ def _saved_masks(golden, case):
 def test_train_case_matches_official(model, golden):
     case, net = model
     (x, ids, mask, y), expected = _case(golden, case)
-    probe = _Probe(net)
-    try:
-        with torch.no_grad():
-            out = net.pretrain_step(x, channels=ids, channel_mask=mask, masks=_saved_masks(golden, case), labels=y)
-    finally:
-        probe.close()
+    with _Probe(net) as probe, torch.no_grad():
+        out = net.pretrain_step(x, channels=ids, channel_mask=mask, masks=_saved_masks(golden, case), labels=y)
+    _check_channel_tokens(net, x, ids, mask, expected, case)
     _close(probe.out["encoder_tokens"], expected["encoder_tokens"], f"{case}: encoder tokens")
     _close(probe.out["attn_pool_out"], expected["attn_pool_out"], f"{case}: attention pooling")
     _close(probe.out["decoder_tokens"], expected["decoder_tokens"], f"{case}: decoder tokens")
