@@ -35,6 +35,8 @@ from geovit.errors import DataError, GeovitError
 #: predict_fn(t1, t2) -> probability; inputs raw 0-255 float (B, 3, h, w), output (B, 1, h, w)
 PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NODATA_OUT = 255
+#: tile size of the output GeoTIFFs; rows and columns are written in whole tiles
+OUT_BLOCK = 256
 
 
 def ramp_weights(tile: int, overlap: int) -> torch.Tensor:
@@ -103,7 +105,7 @@ def _valid(ds, bands, y: int, x: int, h: int, w: int) -> np.ndarray:
 
 def _column_blocks(width: int, xs: list[int], tile: int, block_width: int) -> list[tuple[int, int, list[int]]]:
     """Output column ranges [c0, c1) of about ``block_width`` and the tile origins touching each."""
-    step = max(block_width, tile)
+    step = -(-max(block_width, tile) // OUT_BLOCK) * OUT_BLOCK  # whole output tiles per block
     blocks = []
     for c0 in range(0, width, step):
         c1 = min(width, c0 + step)
@@ -123,19 +125,50 @@ def _axis(size: int, tile: int, stride: int, pad: bool, name: str, path: Path) -
     return size, [0]
 
 
+class _AlignedRows:
+    """Buffer the finished rows of one column block; write them in bands of whole output tiles.
+
+    Finished rows arrive in steps of the tile stride, which do not line up with the GeoTIFF's
+    256-row tiles. Writing them directly would make GDAL compress a partial tile, then read it
+    back and rewrite it (slower, and the file grows). Memory: < 2 bands x block width.
+    """
+
+    def __init__(self, writers: list, c0: int, c1: int):
+        self.writers, self.c0, self.c1 = writers, c0, c1
+        self.y0 = 0
+        self.buffers: list[np.ndarray] | None = None
+
+    def add(self, arrays: list[np.ndarray]) -> None:
+        self.buffers = arrays if self.buffers is None else [np.concatenate([b, a]) for b, a in zip(self.buffers, arrays)]
+        while len(self.buffers[0]) >= OUT_BLOCK:
+            self._write(OUT_BLOCK)
+
+    def close(self) -> None:
+        if self.buffers is not None and len(self.buffers[0]):
+            self._write(len(self.buffers[0]))
+
+    def _write(self, rows: int) -> None:
+        from rasterio.windows import Window
+
+        win = Window(self.c0, self.y0, self.c1 - self.c0, rows)
+        for (dst, _), buf in zip(self.writers, self.buffers):
+            dst.write(buf[:rows], 1, window=win)
+        self.buffers = [buf[rows:] for buf in self.buffers]
+        self.y0 += rows
+
+
 def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, after: str | os.PathLike,
                           out: str | os.PathLike, *, tile: int = 256, overlap: int | None = None, batch_size: int = 4,
                           threshold: float = 0.5, bands: Sequence[int] | None = None, scale: float | None = None,
                           reproject: bool = False, pad: bool = True, prob_out: str | os.PathLike | None = None,
                           overlay: str | os.PathLike | None = None, block_width: int = 2048,
-                          device: str | torch.device = "cpu", progress: bool = True, gdal_cache_mb: int = 64) -> dict:
+                          device: str | torch.device = "cpu", progress: bool = True, gdal_cache_mb: int = 16) -> dict:
     """Predict change between two co-registered rasters; see the module docstring. Returns stats.
 
     ``overlap`` defaults to ``tile // 4`` (64 px for 256 tiles); ``gdal_cache_mb`` caps GDAL's
     block cache for the duration of the call.
     """
     import rasterio
-    from rasterio.windows import Window
 
     before, after, out = Path(before), Path(after), Path(out)
     if tile <= 0 or tile % PATCH:
@@ -174,7 +207,7 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
         n_tiles = len(ys) * sum(len(bx) for _, _, bx in blocks)
 
         profile = dict(driver="GTiff", width=width, height=height, count=1, crs=b.crs, transform=b.transform,
-                       tiled=True, blockxsize=256, blockysize=256, compress="deflate", BIGTIFF="IF_SAFER")
+                       tiled=True, blockxsize=OUT_BLOCK, blockysize=OUT_BLOCK, compress="deflate", BIGTIFF="IF_SAFER")
         tmp_out = stack.enter_context(atomic_path(out))
         dst = stack.enter_context(rasterio.open(tmp_out, "w", dtype="uint8", nodata=NODATA_OUT, **profile))
         dst_prob = None
@@ -182,14 +215,15 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
             tmp_prob = stack.enter_context(atomic_path(prob_out))
             dst_prob = stack.enter_context(rasterio.open(tmp_prob, "w", dtype="float32", nodata=float("nan"), **profile))
 
-        def finalise(num: torch.Tensor, den: torch.Tensor, r0: int, r1: int, c0: int, c1: int) -> int:
+        writers = [(dst, "change")] + ([(dst_prob, "prob")] if dst_prob is not None else [])
+
+        def finalise(rows: _AlignedRows, num: torch.Tensor, den: torch.Tensor, r0: int, r1: int) -> int:
+            c0, c1 = rows.c0, rows.c1
             prob = (num[:r1 - r0] / den[:r1 - r0]).numpy()
             valid = _valid(b, bands_b, r0, c0, r1 - r0, c1 - c0) & _valid(a, bands_a, r0, c0, r1 - r0, c1 - c0)
             change = np.where(valid, prob > threshold, NODATA_OUT).astype(np.uint8)
-            win = Window(c0, r0, c1 - c0, r1 - r0)
-            dst.write(change, 1, window=win)
-            if dst_prob is not None:
-                dst_prob.write(np.where(valid, prob, np.nan).astype(np.float32), 1, window=win)
+            outputs = {"change": change, "prob": np.where(valid, prob, np.nan).astype(np.float32)}
+            rows.add([outputs[kind] for _, kind in writers])
             return int((change == 1).sum())
 
         from tqdm.auto import tqdm
@@ -201,10 +235,11 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
             num = torch.zeros(th, c1 - c0)
             den = torch.zeros(th, c1 - c0)
             base = 0  # raster row of num[0]
+            rows = _AlignedRows(writers, c0, c1)
             for y in ys:
                 shift = y - base
                 if shift:  # rows above y are final: no later tile reaches them
-                    changed += finalise(num, den, base, y, c0, c1)
+                    changed += finalise(rows, num, den, base, y)
                     num = torch.cat([num[shift:], torch.zeros(shift, c1 - c0)])
                     den = torch.cat([den[shift:], torch.zeros(shift, c1 - c0)])
                     base = y
@@ -222,7 +257,8 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
                         num[:, lo - c0:hi - c0] += p[:, lo - x:hi - x] * w
                         den[:, lo - c0:hi - c0] += w
                     bar.update(len(xb))
-            changed += finalise(num, den, base, height, c0, c1)
+            changed += finalise(rows, num, den, base, height)
+            rows.close()
         bar.close()
         seconds = time.perf_counter() - t0
         dst.close()
