@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from rasterio.transform import from_origin
 
 from geovit.errors import DataError, GeovitError
+from geovit.geo import sliding_window
 from geovit.geo.sliding_window import predict_change_raster, ramp_weights
 
 TRANSFORM = from_origin(500_000.0, 3_300_000.0, 0.5, 0.5)
@@ -53,8 +55,10 @@ def test_blending_a_position_independent_model_equals_the_full_image(tmp_path_fa
     before, after, a, b = _pair(tmp, h, w, seed)
     overlap = int(tile * overlap_frac) // 2 * 2
     rec = Recorder()
-    stats = predict_change_raster(rec, before, after, tmp / "c.tif", tile=tile, overlap=overlap, batch_size=3,
-                                  prob_out=tmp / "p.tif", block_width=block, progress=False)
+    # 16-pixel output tiles, so small rasters exercise several column blocks and row bands
+    with mock.patch.object(sliding_window, "OUT_BLOCK", 16):
+        stats = predict_change_raster(rec, before, after, tmp / "c.tif", tile=tile, overlap=overlap, batch_size=3,
+                                      prob_out=tmp / "p.tif", block_width=block, progress=False)
     full = pointwise(torch.from_numpy(a).float()[None], torch.from_numpy(b).float()[None])[0, 0].numpy()
     with rasterio.open(tmp / "p.tif") as ds:
         np.testing.assert_allclose(ds.read(1), full, atol=1e-6)
@@ -64,6 +68,16 @@ def test_blending_a_position_independent_model_equals_the_full_image(tmp_path_fa
     # the model only ever sees tile-sized windows (padded when the raster is smaller), never the raster
     assert all(s[2:] == (tile, tile) and s[0] <= 3 for s in rec.shapes)
     assert sum(s[0] for s in rec.shapes) == stats["tiles"]
+
+
+def test_large_raster_with_default_output_tiles_matches_full_image(tmp_path):
+    before, after, a, b = _pair(tmp_path, 300, 600, seed=5)
+    predict_change_raster(pointwise, before, after, tmp_path / "c.tif", tile=48, overlap=16, block_width=256,
+                          prob_out=tmp_path / "p.tif", progress=False)
+    full = pointwise(torch.from_numpy(a).float()[None], torch.from_numpy(b).float()[None])[0, 0].numpy()
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        assert ds.block_shapes[0] == (256, 256)
+        np.testing.assert_allclose(ds.read(1), full, atol=1e-6)
 
 
 def test_ramp_weights_are_positive_and_flat_inside():
