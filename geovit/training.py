@@ -136,7 +136,7 @@ def _final_checkpoint(ckpt_dir: Path):
 
         def on_fit_end(self, trainer, pl_module):
             if trainer.global_step != self.saved_step and not trainer.sanity_checking:
-                trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+                trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # full state: resumable
                 self.saved_step = trainer.global_step
 
     return FinalCheckpoint()

@@ -274,7 +274,7 @@ def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = Non
 
     Same file names, keys, shapes and dtype (float64) as the release. Each class has its own
     per-band offsets in both sensors (so S1-only and S2-only models can beat chance) and its own
-    spatial texture (an oriented sinusoid), plus noise at realistic band scales. ``num_samples``
+    isotropic texture (grain size, strength), plus noise at realistic band scales. ``num_samples``
     is the training size (default 2048); validation and test get a quarter each.
     """
     from geovit._io import atomic_path
@@ -285,19 +285,24 @@ def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = Non
         raise GeovitError(f"num_samples must be >= 17 (one per class), got {n_train}")
     root = Path(out_dir)
     mean, std = (np.asarray(a) for a in SO2SAT_STATS["2"])
-    # Class "prototypes" fixed by the seed, shared by all splits.
+    # Class "prototypes" fixed by the seed, shared by all splits. Both cues are invariant to the
+    # flips / 90° rotations of the training augmentation: per-band offsets (in every band, so
+    # S1-only and S2-only models can beat chance) and an isotropic texture whose grain size and
+    # strength depend on the class.
     offsets = rng.normal(0.0, 1.0, size=(17, 18))
-    angles = rng.uniform(0, np.pi, size=17)
-    freqs = rng.uniform(0.15, 0.6, size=17)
-    yy, xx = np.mgrid[0:32, 0:32]
+    grain = rng.uniform(0.6, 3.0, size=17)
+    strength = rng.uniform(0.3, 1.5, size=17)
 
     def make(n: int, split_rng: np.random.Generator):
+        from scipy.ndimage import gaussian_filter
+
         labels = split_rng.integers(0, 17, size=n)
         labels[:17] = np.arange(17)  # every class present in every split
-        phase = split_rng.uniform(0, 2 * np.pi, size=n)
-        wave = np.sin(freqs[labels, None, None] * (np.cos(angles[labels])[:, None, None] * xx
-                      + np.sin(angles[labels])[:, None, None] * yy) + phase[:, None, None])
-        z = (offsets[labels][:, None, None, :] * 1.0 + wave[..., None] * 1.5
+        texture = np.empty((n, 32, 32))
+        for i, c in enumerate(labels):
+            field = gaussian_filter(split_rng.normal(size=(32, 32)), grain[c], mode="wrap")
+            texture[i] = strength[c] * field / (field.std() + 1e-12)
+        z = (offsets[labels][:, None, None, :] * 1.2 + texture[..., None]
              + split_rng.normal(0.0, 1.0, size=(n, 32, 32, 18)))
         x = mean + std * z
         onehot = np.zeros((n, 17), dtype=np.float64)

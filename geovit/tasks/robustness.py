@@ -89,9 +89,10 @@ def plot_report(summary: pd.DataFrame, path, chance: float | None = None, title:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.fill_between(sized["size"], sized["min"], sized["max"], alpha=0.25, label="min–max over subsets")
     ax.plot(sized["size"], sized["mean"], marker="o", label="mean over subsets")
-    for _, row in named.iterrows():
+    for i, (_, row) in enumerate(named.iterrows()):
         ax.scatter([row["size"]], [row["mean"]], marker="s", s=50, zorder=3)
-        ax.annotate(row.subset, (row["size"], row["mean"]), textcoords="offset points", xytext=(5, -12))
+        ax.annotate(row.subset, (row["size"], row["mean"]), textcoords="offset points",
+                    xytext=(6, 8 if i % 2 == 0 else -14), fontsize=8)  # alternate above/below the curve
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label="chance")
     ax.set_xlabel("channels available at test time")
