@@ -175,3 +175,31 @@ def test_foreign_checkpoint_is_refused(tmp_path, capsys, trained):
     ckpt = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"family": "channelvit"}}, ckpt)
     _fails(["change", "evaluate", ckpt, "--data", trained[0]], capsys, "other.ckpt", "'changevit'")
+
+
+def test_predict_from_converted_safetensors_matches_the_checkpoint(trained, tmp_path):
+    from geovit.hub import save_converted
+    from geovit.tasks.change import load_task
+
+    data, run = trained
+    task = load_task(run)
+    weights = tmp_path / "changevit.safetensors"
+    save_converted(task.model, "changevit", task.model.config, weights)
+    before, after = _geotiffs(tmp_path, data)
+    outs = []
+    for name, ckpt in (("ckpt", run), ("st", weights)):
+        out = tmp_path / f"{name}.tif"
+        assert main(["change", "predict", str(ckpt), "--before", str(before), "--after", str(after), "--out", str(out),
+                     "--tile", "32", "--no-overlay", "--prob-out", str(tmp_path / f"{name}_p.tif"),
+                     "--device", "cpu"]) == 0
+        with rasterio.open(tmp_path / f"{name}_p.tif") as ds:
+            outs.append(ds.read(1))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)  # training normalisation (imagenet) is the default
+    assert not out.with_suffix(".png").exists()
+
+
+def test_missing_raster_is_named(trained, tmp_path, capsys):
+    before, _ = _geotiffs(tmp_path, trained[0])
+    _fails(["change", "predict", trained[1], "--before", before, "--after", tmp_path / "nope.tif",
+            "--out", tmp_path / "c.tif"], capsys, "nope.tif", "not found")
+    assert not (tmp_path / "c.tif").exists()
