@@ -76,7 +76,7 @@ def _check_bands(ds, path: Path, bands: Sequence[int] | None, scale: float | Non
     return bands
 
 
-def _check_geometry(b, a, before: Path, after: Path) -> list[str]:
+def _check_geometry(b, a) -> list[str]:
     problems = []
     if b.crs != a.crs:
         problems.append(f"CRS {b.crs} vs {a.crs}")
@@ -184,7 +184,7 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
         a = stack.enter_context(_open(after))
         bands_b = _check_bands(b, before, bands, scale)
         bands_a = _check_bands(a, after, bands, scale)
-        problems = _check_geometry(b, a, before, after)
+        problems = _check_geometry(b, a)
         if problems and not reproject:
             raise DataError(f"{before} and {after} are not on the same grid ({'; '.join(problems)}); "
                             "both rasters must share CRS, transform and shape, or pass --reproject to warp "
