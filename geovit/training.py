@@ -165,10 +165,12 @@ def build_trainer(
 
     ckpt_dir = out / "checkpoints"
     cbs = [_progress_bar(banner)]
-    cbs.append(ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best-{epoch}-{step}", monitor=monitor, mode=mode,
-        save_top_k=1 if monitor else 0, save_last=True,
-    ))
+    if monitor:
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}-{step}", monitor=monitor, mode=mode, save_top_k=1))
+    # last.ckpt after every validation / epoch (ModelCheckpoint(save_last=True, monitor=...) only
+    # rewrites it when the monitored metric improves, so --resume last would go back in time).
+    cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                               enable_version_counter=False))
     if args.ckpt_every:
         cbs.append(ModelCheckpoint(
             dirpath=ckpt_dir, filename="step-{step}", every_n_train_steps=args.ckpt_every, save_top_k=-1,

@@ -34,7 +34,7 @@ def _pair(root: Path, split_dir: str, name: str, size=(32, 32), seed=0, folders=
 def test_torchgeo_fixtures_load_unchanged(torchgeo_fixtures):
     root = torchgeo_fixtures / "levircd" / "levircd"
     for split in ("train", "val", "test"):
-        ds = LEVIRCD(root, split, labels="nonzero")
+        ds = LEVIRCD(root, split)  # defaults: torchgeo's layout is read with torchgeo's label rule
         assert len(ds) == 2
         for k in range(2):
             sample = ds[k]
@@ -51,7 +51,7 @@ def test_torchgeo_fixtures_load_unchanged(torchgeo_fixtures):
 
 def test_torchgeo_fixture_labels_are_rejected_when_strict(torchgeo_fixtures):
     # The fixture labels hold grey levels 29, 76, ... (not a real 0/255 mask): strict mode names the file.
-    ds = LEVIRCD(torchgeo_fixtures / "levircd" / "levircd", "train")
+    ds = LEVIRCD(torchgeo_fixtures / "levircd" / "levircd", "train", labels="strict")
     with pytest.raises(DataError, match=r"label/train_0\.png.*not in \{0, 255\}.*nonzero"):
         ds[0]
 

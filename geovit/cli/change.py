@@ -22,7 +22,7 @@ from geovit.errors import GeovitError
 DEFAULTS = {
     "data": None, "model": "changevit_tiny", "model_kwargs": {}, "tile": 256, "batch_size": 16,
     "lr": 2e-4, "weight_decay": 1e-4, "warmup_steps": 200, "normalization": "imagenet",
-    "labels": "strict", "max_steps": 80_000, "plot_samples": 4,
+    "labels": "auto", "max_steps": 80_000, "plot_samples": 4,
 }
 METRICS = ("precision", "recall", "f1", "iou", "oa", "kappa")
 
@@ -57,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from geovit.data.change_transforms import ChangeTiles, make_transforms
     from geovit.data.levircd import LEVIRCD
-    from geovit.tasks.change import MONITOR, ChangeDetectionTask, SaveLastEveryEpoch, ValidationGrid
+    from geovit.tasks.change import MONITOR, ChangeDetectionTask, ValidationGrid
     from geovit.training import build_trainer, merged_config, output_dir, resume_path
 
     cfg = merged_config(args, DEFAULTS, cli_keys=[k for k in DEFAULTS if k != "max_steps"])
@@ -84,8 +84,7 @@ def _train(args: argparse.Namespace) -> int:
     # the reference recipe counts steps (80k); an explicit --max-epochs alone means epochs
     max_steps = None if args.max_epochs is not None and args.max_steps is None else cfg["max_steps"]
     trainer = build_trainer(args, out, monitor=MONITOR, mode="max", max_steps=max_steps,
-                            callbacks=[ValidationGrid(plot_samples, out / "plots"),
-                                       SaveLastEveryEpoch(out / "checkpoints" / "last.ckpt")])
+                            callbacks=[ValidationGrid(plot_samples, out / "plots")])
     trainer.fit(task, DataLoader(train_ds, shuffle=True, **loader), DataLoader(val_ds, **loader),
                 ckpt_path=resume_path(args, out))
     best = trainer.checkpoint_callback.best_model_path
@@ -96,7 +95,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- evaluate
-def evaluate_split(task, data: str, split: str, *, tile: int, labels: str = "strict", pad: bool = False,
+def evaluate_split(task, data: str, split: str, *, tile: int, labels: str = "auto", pad: bool = False,
                    batch_size: int = 8, device: str = "cpu", progress: bool = True) -> dict:
     """Scores of ``task`` on ``split``: one confusion matrix over every pixel (each counted once)."""
     import torch
@@ -206,7 +205,8 @@ def add_commands(sub) -> None:
     t.add_argument("--weight-decay", dest="weight_decay", type=float, help="Adam L2 weight decay (default 1e-4)")
     t.add_argument("--warmup-steps", dest="warmup_steps", type=int, help="linear warm-up steps (default 200)")
     t.add_argument("--normalization", choices=("imagenet", "half"), help="input statistics (default imagenet)")
-    t.add_argument("--labels", choices=("strict", "nonzero"), help="strict: labels must be 0/255; nonzero: any >0 is change")
+    t.add_argument("--labels", choices=("auto", "strict", "nonzero"),
+                   help="strict: labels must be 0/255; nonzero: any >0 is change; auto (default): nonzero for torchgeo's layout")
     t.add_argument("--plot-samples", dest="plot_samples", type=int, help="val tiles in the per-epoch plot (default 4)")
     add_training_args(t)
     t.set_defaults(func=_train)
@@ -217,7 +217,7 @@ def add_commands(sub) -> None:
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
     e.add_argument("--tile", type=int, default=None, help="tile side (default: the training tile; 0 = whole scenes)")
     e.add_argument("--pad", action="store_true", help="pad whole scenes to multiples of 16 (padding is not scored)")
-    e.add_argument("--labels", default="strict", choices=("strict", "nonzero"))
+    e.add_argument("--labels", default="auto", choices=("auto", "strict", "nonzero"))
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
     e.add_argument("--out", default=None, help="folder for metrics_<split>.json/.csv (default: the run folder)")

@@ -213,9 +213,9 @@ def run_pretraining(args: argparse.Namespace, cfg: dict) -> Path:
                           f"channel table (in_chans={config['in_chans']}); expected ids < {config['in_chans']}")
     del model
 
-    # No validation metric: monitoring "step" keeps the most recent epoch-end checkpoint as
-    # best-*.ckpt and refreshes last.ckpt every epoch (what --resume last needs after a crash).
-    trainer = build_trainer(args, out, banner=_banner() if synthetic else None, monitor="step", mode="max",
+    # No validation metric: build_trainer refreshes last.ckpt every epoch (what --resume last needs
+    # after a crash) and --ckpt-every N adds step-*.ckpt files.
+    trainer = build_trainer(args, out, banner=_banner() if synthetic else None,
                             max_steps=cfg["max_steps"], max_epochs=cfg["max_epochs"], gradient_clip_val=cfg["grad_clip"],
                             use_distributed_sampler=False, log_every_n_steps=_log_every(cfg, len(ds)))
     per_step = int(cfg["batch_size"]) * trainer.world_size

@@ -7,6 +7,8 @@ import importlib
 _LAZY = {
     "So2Sat": "geovit.data.so2sat",
     "LEVIRCD": "geovit.data.levircd",
+    "WHUCD": "geovit.data.levircd",
+    "CLCD": "geovit.data.levircd",
     "JUMPCP": "geovit.data.jumpcp",
     "CHAMMI": "geovit.data.chammi",
     "pad_channels_collate": "geovit.data.collate",

@@ -17,7 +17,9 @@ Layouts read (detected in this order, see :func:`find_pairs`):
 A sample is ``{"image": float32 (2, 3, H, W) (t1 then t2, values 0-255), "mask": int64 (H, W) in
 {0, 1}}`` as torchgeo returns them. Labels must hold only {0, 255} (or {0, 1});
 ``labels="nonzero"`` instead maps every non-zero value to change, the rule of torchgeo
-(``clamp(0, 1)``) and of the ChangeViT code (``ceil(label / 255)``).
+(``clamp(0, 1)``) and of the ChangeViT code (``ceil(label / 255)``). The default ``labels="auto"``
+reads torchgeo's layout with torchgeo's rule (so its files load exactly as torchgeo loads them)
+and every other layout strictly.
 """
 from __future__ import annotations
 
@@ -122,6 +124,12 @@ def extract_split_zip(archive: Path, root: Path, split: str) -> int:
     return count
 
 
+def is_torchgeo_layout(root: str | os.PathLike, split: str) -> bool:
+    """True when ``split`` is read from torchgeo's flat ``{A,B,label}/{split}_*`` layout."""
+    root = Path(root)
+    return _split_dir(root, split) is None and not (root / "list" / f"{split}.txt").is_file()
+
+
 def find_pairs(root: str | os.PathLike, split: str, *, extract: bool = True) -> list[Pair]:
     """List the (t1, t2, label) files of ``split`` under ``root`` in any supported layout."""
     root = Path(root)
@@ -217,8 +225,9 @@ class LEVIRCD(torch.utils.data.Dataset):
         root: dataset folder.
         split: ``"train"``, ``"val"`` or ``"test"``.
         transforms: callable on the sample dict (see :mod:`geovit.data.change_transforms`).
-        labels: ``"strict"`` (labels must be 0/255 or 0/1, else :class:`DataError`) or
-            ``"nonzero"`` (every non-zero pixel is change, as torchgeo and ChangeViT read them).
+        labels: ``"strict"`` (labels must be 0/255 or 0/1, else :class:`DataError`),
+            ``"nonzero"`` (every non-zero pixel is change, as torchgeo and ChangeViT read them), or
+            ``"auto"`` (default: ``"nonzero"`` for torchgeo's layout, ``"strict"`` otherwise).
         extract: extract ``root/{split}.zip`` (torchgeo layout) when the split's files are absent.
     """
 
@@ -226,14 +235,16 @@ class LEVIRCD(torch.utils.data.Dataset):
     split_sizes = {"train": 445, "val": 64, "test": 128}
 
     def __init__(self, root: str | os.PathLike = "data", split: str = "train", *,
-                 transforms: Callable[[dict], dict] | None = None, labels: str = "strict", extract: bool = True):
-        if labels not in ("strict", "nonzero"):
-            raise GeovitError(f"labels={labels!r}: expected 'strict' or 'nonzero'")
+                 transforms: Callable[[dict], dict] | None = None, labels: str = "auto", extract: bool = True):
+        if labels not in ("auto", "strict", "nonzero"):
+            raise GeovitError(f"labels={labels!r}: expected 'auto', 'strict' or 'nonzero'")
         self.root = Path(root)
         self.split = split
         self.transforms = transforms
-        self.labels = labels
         self.pairs = find_pairs(self.root, split, extract=extract)
+        if labels == "auto":
+            labels = "nonzero" if is_torchgeo_layout(self.root, split) else "strict"
+        self.labels = labels
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
 from geovit.data.change_transforms import IGNORE_INDEX, normalize_rgb
 from geovit.errors import CheckpointError
@@ -113,28 +112,6 @@ class ValidationGrid(L.Callback):
         fig = plot_change_grid(rows, suptitle=f"validation, epoch {trainer.current_epoch}")
         atomic_savefig(fig, self.out_dir / f"val_epoch{trainer.current_epoch:03d}.png", dpi=80)
         plt.close(fig)
-
-
-class SaveLastEveryEpoch(Checkpoint):
-    """Refresh ``last.ckpt`` after every validation, i.e. every epoch.
-
-    With Lightning 2.6, ``ModelCheckpoint(save_last=True, monitor=...)`` only rewrites
-    ``last.ckpt`` when the monitored metric improved, so ``--resume last`` would restart from the
-    best epoch instead of the latest one. Being a ``Checkpoint`` callback, Lightning runs it after
-    the ``ModelCheckpoint`` of :func:`geovit.training.build_trainer`, so the file holds that
-    callback's updated state.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
-            return
-        for cb in trainer.checkpoint_callbacks:  # keep their version counter off last.ckpt
-            if isinstance(cb, ModelCheckpoint) and cb.save_last:
-                cb.last_model_path = str(self.path.resolve())
-        trainer.save_checkpoint(self.path)
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
