@@ -3,9 +3,9 @@
 Same weights, same input, eval forward, 2 threads. Cases:
   (a) S/16, 8 channels, 224²  (JUMP-CP-like; 1 + 8·196 = 1569 tokens)
   (b) S/8, 18 channels, 32²   (So2Sat; 1 + 18·16 = 289 tokens)
-Prints images/s, the speed ratio, peak memory of each path (each measured in a fresh subprocess,
-as the peak RSS above the process's baseline) and the fraction of this machine's measured fp32
-matmul peak. Then the same with bf16 autocast (max abs deviation from the fp32 output), and
+Prints images/s, the speed ratio, peak memory of each path (peak of torch's CPU allocations
+during one forward, from the profiler) and the fraction of this machine's measured fp32 matmul
+peak. Then the same with bf16 autocast (max abs deviation from the fp32 output), and
 training samples/s with HCS vs full-channel training.
 
     python bench/channelvit_forward.py [--repeat 5] [--skip-memory]
@@ -13,14 +13,11 @@ training samples/s with HCS vs full-channel training.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import matmul_peak_gflops, max_rss_mib, setup_threads, time_call  # noqa: E402
+from _common import matmul_peak_gflops, peak_memory_of, setup_threads, time_call  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -49,25 +46,6 @@ def forward_flops(model, case: dict) -> float:
     return case["batch"] * (len(model.blocks) * per_layer + 2 * n * p * p * d)
 
 
-def memory_worker(key: str, fused: bool) -> None:
-    """Run in a fresh process: print peak RSS growth (MiB) of one forward."""
-    setup_threads(2)
-    case = CASES[key]
-    model, x = build(case, fused)
-    with torch.no_grad():
-        model(x[:1])  # warm up kernels / allocator with a small batch
-    base = max_rss_mib()
-    with torch.no_grad():
-        model(x)
-    print(json.dumps({"peak_mib": max_rss_mib() - base}))
-
-
-def measure_memory(key: str, fused: bool) -> float:
-    out = subprocess.run([sys.executable, __file__, "--memory-worker", key, "--fused", str(int(fused))],
-                         capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
-
-
 def bench_forward(key: str, repeat: int, peak: float, skip_memory: bool) -> None:
     case = CASES[key]
     model, x = build(case, True)
@@ -91,7 +69,11 @@ def bench_forward(key: str, repeat: int, peak: float, skip_memory: bool) -> None
     print(f"  materialised    : {b / t_mat:8.1f} img/s   ({flops / t_mat / 1e9:6.1f} GFLOP/s = {flops / t_mat / 1e9 / peak:5.1%} of matmul peak)")
     print(f"  speed ratio     : {t_mat / t_fused:5.2f}x   (max |Δ| between the two paths {diff_impl:.1e})")
     if not skip_memory:
-        m_fused, m_mat = measure_memory(key, True), measure_memory(key, False)
+        with torch.no_grad():
+            m_fused = peak_memory_of(lambda: model(x))
+            set_fused_attention(model, False)
+            m_mat = peak_memory_of(lambda: model(x))
+            set_fused_attention(model, True)
         print(f"  peak memory     : fused {m_fused:7.1f} MiB, materialised {m_mat:7.1f} MiB, ratio {m_fused / max(m_mat, 1e-9):4.2f}")
     dev = (bf16_out - ref).abs().max().item()
     rel = dev / ref.abs().max().item()
@@ -128,12 +110,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--cases", default="ab")
-    ap.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--fused", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.memory_worker:
-        memory_worker(args.memory_worker, bool(args.fused))
-        return
     setup_threads(2)
     peak = matmul_peak_gflops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, measured fp32 matmul peak {peak:.1f} GFLOP/s")
