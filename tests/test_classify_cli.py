@@ -116,3 +116,13 @@ def test_convert_cli(run_cli, tmp_path, conformance):
     torch.testing.assert_close(logits, torch.from_numpy(case.io["logits_all"]), atol=1e-5, rtol=1e-5)
     code, _, err = run_cli("convert", "channelvit", case.file("lightning_style_ckpt.pt"), tmp_path / "x.pt")
     assert code == 2 and ".safetensors" in err
+
+
+def test_evaluate_refuses_channels_the_model_never_saw(trained, run_cli, tmp_path):
+    out, _ = trained
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["channel_ids"] = list(range(8, 18))  # as if trained on Sentinel-2 only
+    s2_only = tmp_path / "s2.ckpt"
+    torch.save(ckpt, s2_only)
+    code, _, err = run_cli("evaluate", s2_only, "--channels", "S1_B1,S2_B02")
+    assert code == 2 and "never seen ['S1_B1']" in err

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from geovit.channels import PRESETS, resolve_channels
+from geovit.channels import PRESETS, TABLES, resolve_channels
 from geovit.errors import GeovitError
 
 TRAIN_DEFAULTS = dict(
@@ -81,16 +81,14 @@ def run_evaluation(ckpt: Path, *, channels: str | None, data: str | None, split:
     trained_ids = list(hp.channel_ids)
     sel = resolve_channels(channels, table=hp.channel_table) if channels else None
     if sel is not None and not set(sel.ids) <= set(trained_ids):
-        extra = sorted(set(sel.names) - {n for n, i in zip(sel.names, sel.ids) if i in trained_ids})
+        unseen = [n for n, i in zip(sel.names, sel.ids) if i not in trained_ids]
         raise GeovitError(f"--channels {channels}: the checkpoint was trained on channel ids {trained_ids}; "
-                          f"it has never seen {extra}")
+                          f"it has never seen {unseen}")
     root = data or hp.get("data")
     if root is None or not Path(root).exists():
         raise GeovitError(f"--data: no dataset folder given and the one recorded in {ckpt} ({root}) does not exist")
     synthetic = bool(hp.get("synthetic")) and data is None
     tag = f"{SYNTHETIC_BANNER} " if synthetic else ""
-    from geovit.channels import TABLES
-
     names = [TABLES[hp.channel_table][i] for i in trained_ids]
     (loader,) = make_dataloaders(root, version=hp.get("version", "2"), bands=names, batch_size=batch_size,
                                  splits=(split,), augment=False)
