@@ -187,7 +187,7 @@ def build_trainer(
             n += 1
         version = f"resume_{n}"
     loggers = [CSVLogger(out, name="logs", version=version), TensorBoardLogger(out, name="tensorboard", version=version)]
-    devices = args.devices if args.devices == "auto" else int(args.devices)
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices  # "2", "auto", "0,1"
     return L.Trainer(
         default_root_dir=out,
         accelerator=args.accelerator,
