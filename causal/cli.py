@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     X = _per_scale_pca(ds, args.pca, args.seed) if args.pca else ds
     template = MultiScaleCATE(propensity=args.propensity, n_estimators=args.n_estimators,
                               n_jobs=args.n_jobs, random_state=args.seed)
-    search = scale_search(y, w, X, estimator=template, max_k=args.max_k, holdout_fraction=args.holdout,
+    search = scale_search(y, w, X, estimator=template, max_k=min(args.max_k, len(scales)), holdout_fraction=args.holdout,
                           swap=not args.no_swap, n_bootstrap=args.n_bootstrap, clusters=clusters,
                           random_state=args.seed, progress=True)
 
@@ -132,12 +132,27 @@ def run(args: argparse.Namespace) -> int:
                "best_multi": None if search.best_multi is None else list(search.best_multi),
                "multiscale_gain": search.multiscale_gain, "selection_gain": search.selection_gain,
                "encoder": ds.attrs["encoder"], "ate_dr": float(np.ravel(final.forest_.ate_)[0])}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
+    # NaN gains (no multi-scale winner) become null: summary.json stays valid JSON
+    summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float, allow_nan=False))
     with pd.option_context("display.width", 120, "display.precision", 3):
         print(table.to_string(index=False))
     print(f"chosen scales {'+'.join(map(str, chosen))}; Multi-scale Gain (confirmation) "
           f"{search.multiscale_gain:.3f}; wrote cate.csv, rate.csv, toc.csv, toc.png, summary.json to {out}")
     return 0
+
+
+def _count(minimum: int):
+    """argparse type: an integer >= ``minimum`` (argparse turns the ValueError into a usage error)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def add_commands(sub) -> None:
@@ -174,8 +189,8 @@ def add_commands(sub) -> None:
     est = p.add_argument_group("estimation")
     est.add_argument("--propensity", type=_propensity, default=0.5,
                      help="known P(treated) of the RCT, or 'estimate' (default 0.5)")
-    est.add_argument("--pca", type=int, default=0, help="PCA components per scale (0 = raw embeddings)")
-    est.add_argument("--max-k", type=int, default=2, help="largest scale subset searched (default 2 = pairs)")
+    est.add_argument("--pca", type=_count(0), default=0, help="PCA components per scale (0 = raw embeddings)")
+    est.add_argument("--max-k", type=_count(1), default=2, help="largest scale subset searched (default 2 = pairs)")
     est.add_argument("--holdout", type=float, default=0.5, help="fraction of units held out to confirm the choice")
     est.add_argument("--no-swap", action="store_true", help="score one half only (default swaps halves)")
     est.add_argument("--n-estimators", type=int, default=500)

@@ -311,7 +311,12 @@ class FrozenEncoder:
 
     def __init__(self, model: nn.Module, *, input_size: int, name: str = "", channel_ids: Sequence[int] | None = None,
                  device: str | torch.device | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError:
+            raise GeovitError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise GeovitError(f"--device {device}: no CUDA device is available on this machine")
         self.model = model.eval().to(self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -488,6 +493,9 @@ def _encode_windows(source, positions, scale, offsets, encoder, norm, batch_size
         crops = np.stack([source.read(int(row0[i]), int(col0[i]), scale) for i in range(start, stop)])
         try:
             chunks.append(encoder(torch.from_numpy(norm(crops))).numpy())
+        except torch.cuda.OutOfMemoryError:
+            raise GeovitError(f"encoder {encoder.name}: out of GPU memory on {len(crops)} crops of {scale} px; "
+                              "lower --batch-size") from None
         except RuntimeError as err:  # shape / channel mismatch inside the model
             raise GeovitError(f"encoder {encoder.name}: failed on {len(crops)} crops of {source.count} band(s) "
                               f"from raster {source.name} resized to {encoder.input_size} px ({err}); "

@@ -493,6 +493,8 @@ def _candidate_subsets(scales: list, k: int | Iterable[int] | str) -> list[tuple
         sizes = range(1, int(k) + 1)
     else:
         sizes = sorted(set(int(v) for v in k) | {1})
+    if not sizes:
+        raise GeovitError(f"max_k={k!r}: expected a subset size >= 1")
     bad = [s for s in sizes if not 1 <= s <= len(scales)]
     if bad:
         raise GeovitError(f"subset sizes {bad} impossible with {len(scales)} scales {scales}")

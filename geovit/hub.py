@@ -89,13 +89,16 @@ def save_converted(model: nn.Module, family: str, config: Mapping, path: str | o
 
 def load_converted(path: str | os.PathLike, family: str | None = None) -> nn.Module:
     """Rebuild a model written by :func:`save_converted` (eval mode)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: file not found")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({err})") from None
     if meta.get("format") != "geovit":
         raise CheckpointError(f"checkpoint {path}: not a geovit safetensors file (no geovit metadata); "
                               "use geovit.hub.load_official for official checkpoints")
@@ -103,5 +106,8 @@ def load_converted(path: str | os.PathLike, family: str | None = None) -> nn.Mod
         raise CheckpointError(f"checkpoint {path}: holds a {meta['family']!r} model, expected {family!r}")
     module = _family_module(meta["family"])
     model = module.build(json.loads(meta["config"]))
-    model.load_state_dict(read_checkpoint(path), strict=True)
+    try:
+        model.load_state_dict(read_checkpoint(path), strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path}: tensors do not fit its own config: {err}") from None
     return model.eval()

@@ -13,8 +13,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from geovit._io import atomic_write_text
 from geovit.errors import DataError, GeovitError
 
 #: ``geovit pdes train`` settings (``--config`` YAML keys). Model keys are VICON constructor kwargs.
@@ -87,13 +89,16 @@ def _train(args: argparse.Namespace) -> int:
         from pdes.synthetic import write_default_sets
 
         where = out / "synthetic_data"
-        if not (where / "ns2d").is_dir() or not (where / "cfd2d").is_dir():
-            n = int(cfg["synthetic_trajectories"])
+        n = int(cfg["synthetic_trajectories"])
+        wanted = {"resolution": int(cfg["synthetic_resolution"]), "trajectories": n, "seed": args.seed}
+        marker = where / "COMPLETE.json"  # written last: an interrupted generation is redone
+        if not marker.is_file() or json.loads(marker.read_text()) != wanted:
             print(f"no --data given: generating SYNTHETIC training data (smoke in PDEArena format, compressible "
                   f"flow in PDEBench/VICON format, {cfg['synthetic_resolution']}², {n} train trajectories each) "
                   f"in {where}")
             write_default_sets(where, resolution=int(cfg["synthetic_resolution"]), seed=args.seed,
                                splits={"train": n, "valid": max(n // 6, 2), "test": max(n // 6, 2)})
+            atomic_write_text(marker, json.dumps(wanted) + "\n")
         else:
             print(f"no --data given: using the SYNTHETIC data generated earlier in {where}")
         roots = [where / "ns2d", where / "cfd2d"]
@@ -208,9 +213,14 @@ def _rollout(args: argparse.Namespace) -> int:
                       title=f"{ds.spec.name}: {args.strategy}, max stride {args.max_stride}")
     written = [out / "rollout_errors.csv", out / "error_vs_time.png"]
     if strip is not None:
-        slot = args.plot_channel or next(s for s, m in zip(_slots(), ds.channel_mask) if m)
+        from pdes.data import SLOTS
+
+        fields = [s for s, m in zip(SLOTS[:-1], ds.channel_mask[:-1]) if m]  # node_type is geometry, not plotted
+        slot = args.plot_channel or fields[0]
+        if slot not in fields:
+            raise GeovitError(f"--plot-channel {slot}: expected one of the fields of {ds.spec.name}: {fields}")
         path = out / f"trajectory_{args.plot_trajectory}_{slot}.png"
-        write_strip(path, *strip, channel=_slots().index(slot), times=times, label=slot)
+        write_strip(path, *strip, channel=SLOTS.index(slot), times=times, label=slot)
         written.append(path)
     print(f"{ds.spec.name} {args.split}: {n} trajectories, strategy {args.strategy}, max stride {args.max_stride}"
           + (f", dropped frames {args.drop_frames}" if args.drop_frames else ""))
@@ -222,7 +232,6 @@ def _rollout(args: argparse.Namespace) -> int:
 
 def _load_model(args: argparse.Namespace):
     """geovit ``*.ckpt`` / ``*.safetensors``, or an official ``*_params.pth`` with ``--official-config``."""
-    import json
 
     from pdes.training import load_trained
 
@@ -238,13 +247,9 @@ def _load_model(args: argparse.Namespace):
         cfg = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise GeovitError(f"--official-config {path}: not a readable JSON file ({err})") from None
+    if not isinstance(cfg, dict):
+        raise GeovitError(f"--official-config {path}: expected a JSON object (the official constructor config)")
     return load_official("vicon", args.checkpoint, cfg.get("constructor_cfg", cfg))
-
-
-def _slots():
-    from pdes.data import SLOTS
-
-    return SLOTS
 
 
 # ---------------------------------------------------------------------------- synth

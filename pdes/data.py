@@ -361,7 +361,7 @@ class PromptDataset(TrajectoryDataset):
     """Training prompts: each item draws one stride and sorted COND times (official sampling).
 
     Only the frames a prompt uses are read. The draws come from a per-process generator seeded
-    from ``seed``, the worker id and a call counter, so runs are reproducible.
+    from ``seed`` and the worker id, so runs with the same worker count are reproducible.
     """
 
     def __init__(self, root, split: str = "train", *, num_pairs: int = 10, max_stride: int = 5,

@@ -180,9 +180,12 @@ class RolloutResult:
         return self.frames[:, self.gt_steps:]
 
 
-def _run_steps(model, frames: torch.Tensor, channel_mask: torch.Tensor, steps: list[Step], progress: bool) -> None:
-    """Run ``steps`` in place on ``frames`` (B, T, C, H, W) — one shared strategy for the batch."""
-    node_type = frames[:, 0, -1].clone()
+def _run_steps(model, frames: torch.Tensor, channel_mask: torch.Tensor, steps: list[Step], progress: bool,
+               node_type: torch.Tensor) -> None:
+    """Run ``steps`` in place on ``frames`` (B, T, C, H, W) — one shared strategy for the batch.
+
+    ``node_type`` (B, H, W) is the fixed geometry written into every predicted frame.
+    """
     iterator = steps
     if progress:
         from tqdm.auto import tqdm
@@ -264,7 +267,9 @@ def rollout(
                 idx = rows[start:start + (batch_size or len(rows))]
                 part = torch.zeros_like(frames[idx])
                 part[:, :gt_steps][:, keep] = trajectories[idx][:, :gt_steps][:, keep].to(part)
-                _run_steps(model, part, mask[idx.to(mask.device)], steps, progress)
+                first_known = int(torch.as_tensor(keep).nonzero()[0])  # geometry from a frame that is given
+                node_type = trajectories[idx][:, first_known, -1].to(part)
+                _run_steps(model, part, mask[idx.to(mask.device)], steps, progress, node_type)
                 frames[idx.to(frames.device)] = part
             for step in steps:
                 predicted[rows, step.query_qoi] = True

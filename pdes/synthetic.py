@@ -23,7 +23,6 @@ from geovit._io import atomic_path
 from geovit.errors import GeovitError
 from pdes.solvers import CFDConfig, CFDSolver, SmokeConfig, SmokeSolver
 
-KINDS = ("ns2d", "cfd2d")
 DEFAULT_SPLITS = {"train": 24, "valid": 4, "test": 4}
 
 

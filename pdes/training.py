@@ -71,15 +71,11 @@ class VICONModule(L.LightningModule):
         return vicon_loss(self.model, cond, qoi, mask, min_ex=self.hparams.min_ex)
 
     def training_step(self, batch, batch_idx):
-        if isinstance(batch, tuple) and len(batch) == 3:  # CombinedLoader in Lightning 2.x yields (batch, idx, dl_idx)
-            batch = batch[0]
         loss = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=1)
         return loss
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        if isinstance(batch, tuple) and len(batch) == 3:
-            batch = batch[0]
         loss = self._loss(batch)
         if loss is not None:
             self.log("valid/loss", loss, prog_bar=True, batch_size=1, add_dataloader_idx=False)

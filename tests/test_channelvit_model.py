@@ -150,3 +150,10 @@ def test_hcs_rng_independent_of_global_random_when_seeded():
     random.seed(123)
     m2(torch.randn(1, 6, 32, 32))
     assert m2.last_hcs_draw == first
+
+
+def test_corrupt_safetensors_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_converted(bad)

@@ -21,13 +21,14 @@ SYNTH_WRITERS: dict[str, str] = {
 }
 
 
-def _writer(name: str):
+def synth_writer(name: str):
+    """The synthetic-data writer registered for ``name`` (imported on demand)."""
     module, func = SYNTH_WRITERS[name].split(":")
     return getattr(importlib.import_module(module), func)
 
 
 def _synth(args: argparse.Namespace) -> int:
-    root = _writer(args.name)(Path(args.out_dir), num_samples=args.num_samples, seed=args.seed)
+    root = synth_writer(args.name)(Path(args.out_dir), num_samples=args.num_samples, seed=args.seed)
     print(f"wrote synthetic {args.name} data (SYNTHETIC, not the real release) to {root}")
     return 0
 

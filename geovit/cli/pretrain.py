@@ -50,12 +50,11 @@ def say(message: str, synthetic: bool) -> None:
 
 
 # -- data ------------------------------------------------------------------------------------------
-def resolve_data(dataset: str, data: str | None, out: Path, num_samples: int | None, seed: int) -> tuple[Path, bool]:
+def resolve_data(dataset: str, data: str | None, out: Path, num_samples: int | None, seed: int,
+                 so2sat_version: str = "2") -> tuple[Path, bool]:
     """``(root, synthetic)``: ``--data`` as given, or a synthetic set under OUT/synthetic_data (written once)."""
-    import importlib
-
     from geovit._io import atomic_write_text
-    from geovit.cli.data import SYNTH_WRITERS
+    from geovit.cli.data import synth_writer
 
     if data is not None:
         root = Path(data)
@@ -64,11 +63,11 @@ def resolve_data(dataset: str, data: str | None, out: Path, num_samples: int | N
         return root, False
     root = out / "synthetic_data" / dataset
     marker = root / ".geovit_synthetic.json"
-    wanted = {"dataset": dataset, "num_samples": num_samples, "seed": seed}
+    extra = {"version": so2sat_version} if dataset == "so2sat" else {}
+    wanted = {"dataset": dataset, "num_samples": num_samples, "seed": seed, **extra}
     if not marker.is_file() or json.loads(marker.read_text()) != wanted:
         say(f"no --data given: writing a synthetic {dataset}-format set to {root}", True)
-        module, func = SYNTH_WRITERS[dataset].split(":")
-        getattr(importlib.import_module(module), func)(root, num_samples=num_samples, seed=seed)
+        synth_writer(dataset)(root, num_samples=num_samples, seed=seed, **extra)
         atomic_write_text(marker, json.dumps(wanted) + "\n")
     say(f"using synthetic {dataset}-format data in {root} (not the real release)", True)
     return root, True
@@ -200,7 +199,8 @@ def run_pretraining(args: argparse.Namespace, cfg: dict) -> Path:
     if ckpt is not None:
         read_lightning_checkpoint(ckpt, "chamaevit")  # clean error for a foreign family / file
     L.seed_everything(args.seed, workers=True, verbose=False)
-    root, synthetic = resolve_data(dataset, cfg["data"], out, cfg["synthetic_samples"], args.seed)
+    root, synthetic = resolve_data(dataset, cfg["data"], out, cfg["synthetic_samples"], args.seed,
+                                   so2sat_version=cfg["so2sat_version"])
     train_split = DATASETS[dataset][1]
     ds = open_dataset(dataset, root, train_split, sel, image_size, so2sat_version=cfg["so2sat_version"],
                       augment=bool(cfg["augment"]), seed=args.seed)
@@ -223,9 +223,7 @@ def run_pretraining(args: argparse.Namespace, cfg: dict) -> Path:
     if steps_per_epoch < 1:
         raise GeovitError(f"--batch-size {cfg['batch_size']}: larger than the {train_split} split "
                           f"({len(ds)} samples over {trainer.world_size} process(es)); lower it")
-    max_steps = cfg["max_steps"] if args.max_steps is None else args.max_steps
-    max_epochs = cfg["max_epochs"] if args.max_epochs is None else args.max_epochs
-    total = max_steps or (max_epochs or 1) * steps_per_epoch
+    total = cfg["max_steps"] or (cfg["max_epochs"] or 1) * steps_per_epoch  # merged_config holds the CLI flags
     module = ChaMAEPretraining(
         model_config=config, model_name=cfg["model"], channel_table=sel.table, channel_names=list(sel.names),
         dataset=dataset, data_root=str(root), synthetic=synthetic, lr=float(cfg["lr"]),

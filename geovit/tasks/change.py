@@ -19,7 +19,7 @@ import torch
 from geovit.data.change_transforms import IGNORE_INDEX, normalize_rgb
 from geovit.errors import CheckpointError
 from geovit.models import create_model
-from geovit.tasks.change_metrics import ChangeConfusion, bce_dice_loss_from_logits
+from geovit.tasks.change_metrics import ChangeConfusion, bce_dice_loss_from_logits, change_scores
 
 FAMILY = "changevit"
 #: metric logged each validation epoch and used to pick the best checkpoint
@@ -70,7 +70,9 @@ class ChangeDetectionTask(L.LightningModule):
         self.log("val_loss", loss, batch_size=len(batch["mask"]))
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_confusion.compute()
+        # one confusion matrix over every rank's pixels (under DDP each rank saw a shard)
+        matrix = self.trainer.strategy.reduce(self.val_confusion.matrix.to(self.device), reduce_op="sum")
+        scores = change_scores(matrix.cpu())
         for key in ("precision", "recall", "f1", "iou", "oa", "kappa"):
             self.log(f"val_{key}", scores[key], prog_bar=key == "f1")
 

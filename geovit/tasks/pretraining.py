@@ -175,6 +175,10 @@ class ChaMAEPretraining(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         pos = checkpoint.get("geovit_data_position")
         self._resume_from = (int(pos["epoch"]), int(pos["batches"])) if pos else None
+        if self._resume_from is not None:
+            # Lightning does not call on_train_epoch_start for an epoch resumed mid-way: carry the
+            # position on, so a checkpoint saved later in this epoch counts every consumed batch.
+            self._batches_done = self._resume_from
 
     # -- steps --------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -308,8 +312,8 @@ def load_pretrained(path, map_location: str | torch.device = "cpu") -> tuple[tor
                               "expected a checkpoint written by `geovit pretrain`")
     model = build(hp["model_config"])
     inner = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    result = model.load_state_dict(inner, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"checkpoint {path}: tensors do not fit the saved model config "
-                              f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})")
+    try:
+        model.load_state_dict(inner, strict=True)
+    except RuntimeError as err:  # missing / unexpected keys or wrong shapes
+        raise CheckpointError(f"checkpoint {path}: tensors do not fit the saved model config: {err}") from None
     return model.eval().to(map_location), hp
