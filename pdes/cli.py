@@ -232,7 +232,6 @@ def _rollout(args: argparse.Namespace) -> int:
 
 def _load_model(args: argparse.Namespace):
     """geovit ``*.ckpt`` / ``*.safetensors``, or an official ``*_params.pth`` with ``--official-config``."""
-
     from pdes.training import load_trained
 
     if args.official_config is None:

@@ -125,6 +125,19 @@ def test_dropped_rollout_never_reads_missing_frames(tiny):
                 dropped_mask=torch.tensor([False, True] * 4 + [False]))
 
 
+def test_dropped_first_frame_keeps_the_geometry(tiny):
+    """Node type is fixed geometry: predicted frames carry it even when frame 0 was not measured."""
+    traj = trajectories(B=1, T=9)
+    dropped = torch.zeros(9, dtype=torch.bool)
+    dropped[0] = True
+    poisoned = traj.clone()
+    poisoned[:, 0] = float("nan")
+    result = rollout(tiny, poisoned, torch.tensor([1.0, 1.0, 1.0, 0.0]), "multi_repeat", gt_steps=6,
+                     num_examples=3, max_stride=2, dropped_mask=dropped)
+    for t in torch.nonzero(result.predicted[0]).flatten().tolist():
+        assert torch.equal(result.frames[0, t, -1], traj[0, 1, -1])
+
+
 # ------------------------------------------------------------------------------ rollout mechanics
 def test_batched_rollout_equals_per_trajectory_and_uses_no_future_truth(tiny):
     traj = trajectories(B=3, T=9)
