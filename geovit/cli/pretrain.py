@@ -94,22 +94,6 @@ class KeepChannels:
         return {**sample, "image": sample["image"][keep], "channels": sample["channels"][keep]}
 
 
-class Resize:
-    """Sample transform: bilinear resize to ``size × size`` (no-op when already that size)."""
-
-    def __init__(self, size: int):
-        self.size = int(size)
-
-    def __call__(self, sample: dict) -> dict:
-        import torch.nn.functional as F
-
-        img = sample["image"]
-        if tuple(img.shape[-2:]) == (self.size, self.size):
-            return sample
-        img = F.interpolate(img[None], size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)[0]
-        return {**sample, "image": img}
-
-
 def native_image_size(dataset: str, requested: int | None) -> int:
     if requested is not None:
         if requested <= 0:
@@ -123,7 +107,7 @@ def native_image_size(dataset: str, requested: int | None) -> int:
 def open_dataset(dataset: str, root: Path, split: str, sel: ChannelSelection, image_size: int, *,
                  so2sat_version: str = "2", augment: bool = False, seed: int = 0):
     """A normalised dataset of ``split`` with the channels of ``sel`` (augmented, seeded, if asked)."""
-    from geovit.data.transforms import Compose, RandomFlipRotate
+    from geovit.data.transforms import Compose, RandomFlipRotate, Resize
 
     if dataset == "so2sat":
         from geovit.data.so2sat import So2Sat, normalization

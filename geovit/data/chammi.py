@@ -26,10 +26,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from geovit.channels import register_table
+from geovit.data.transforms import Resize
 from geovit.errors import DataError, GeovitError
 
 #: chunk -> (channel names in file order, file suffix). Names from the CHAMMI paper (Table 1).
@@ -194,12 +194,10 @@ class CHAMMI(Dataset):
             image /= float(np.iinfo(tape.dtype).max)
         if not np.isfinite(image).all():
             raise DataError(f"{path}: non-finite pixel values")
-        tensor = torch.from_numpy(image)
-        if self.image_size is not None and tuple(tensor.shape[-2:]) != (self.image_size, self.image_size):
-            tensor = F.interpolate(tensor[None], size=(self.image_size, self.image_size), mode="bilinear",
-                                   align_corners=False, antialias=True)[0]
-        sample = {"image": tensor, "channels": torch.as_tensor(chunk_channel_ids(chunk), dtype=torch.long),
+        sample = {"image": torch.from_numpy(image), "channels": torch.as_tensor(chunk_channel_ids(chunk), dtype=torch.long),
                   "label": int(self.targets[index]), "chunk": chunk}
+        if self.image_size is not None:
+            sample = Resize(self.image_size)(sample)
         return self.transform(sample) if self.transform is not None else sample
 
 

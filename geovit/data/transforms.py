@@ -78,3 +78,19 @@ class SelectChannels:
             missing = sorted(set(self.ids.tolist()) - set(have))
             raise GeovitError(f"channels {missing} are not in this sample (it has {have})") from None
         return {**sample, "image": sample["image"][pos], "channels": self.ids.clone()}
+
+
+class Resize:
+    """Bilinear, antialiased resize of ``image`` to ``size × size`` (no-op when already that size)."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+
+    def __call__(self, sample: dict) -> dict:
+        import torch.nn.functional as F
+
+        img = sample["image"]
+        if tuple(img.shape[-2:]) == (self.size, self.size):
+            return sample
+        img = F.interpolate(img[None], size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)[0]
+        return {**sample, "image": img}
