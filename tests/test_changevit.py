@@ -1,4 +1,5 @@
-"""ChangeViT: conformance with the reference code, official-checkpoint loading, shapes, errors."""
+"""ChangeViT: conformance with the reference code (golden data in ../shared/conformance/changevit/),
+official-checkpoint loading, shapes, errors."""
 from __future__ import annotations
 
 import copy

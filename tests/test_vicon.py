@@ -1,5 +1,6 @@
-"""VICON model: conformance against the official ICON_UNCROPPED, official-checkpoint loading,
-block-causal structure and per-prompt normalisation."""
+"""VICON model: conformance against the official ICON_UNCROPPED (golden data in
+../shared/conformance/vicon/), official-checkpoint loading, block-causal structure and per-prompt
+normalisation."""
 from __future__ import annotations
 
 import numpy as np
