@@ -62,6 +62,13 @@ class ChannelSelection:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def require_fits(self, in_chans: int, spec: str | None = None) -> None:
+        """Raise if a model whose channel table holds ``in_chans`` rows cannot embed these ids."""
+        bad = [i for i in self.ids if i >= in_chans]
+        if bad:
+            raise GeovitError(f"--channels {spec or self.table}: channel ids {bad} fall outside the model's channel "
+                              f"table (in_chans={in_chans}); expected ids < {in_chans}")
+
 
 def register_table(name: str, channels: tuple[str, ...], presets: dict[str, tuple[str, ...]] | None = None) -> None:
     """Add a channel table (and presets over it), e.g. from a data module."""

@@ -35,3 +35,10 @@ def test_errors(spec, match):
 def test_every_preset_resolves():
     for name, (table, _) in PRESETS.items():
         assert resolve_channels(name).table == table in TABLES
+
+
+def test_require_fits_names_ids_outside_the_table():
+    sel = resolve_channels("sentinel2")
+    sel.require_fits(18)
+    with pytest.raises(GeovitError, match=r"--channels sentinel2: channel ids \[10, 11\] fall outside .*in_chans=10"):
+        sel.require_fits(10, "sentinel2")

@@ -191,10 +191,7 @@ def run_pretraining(args: argparse.Namespace, cfg: dict) -> Path:
     kwargs = model_kwargs_for(cfg, dataset, sel, image_size, num_classes_of(ds))
     model = create_model(cfg["model"], **kwargs)
     config = model.config
-    bad = [i for i in sel.ids if i >= config["in_chans"]]
-    if bad:
-        raise GeovitError(f"--channels {cfg['channels'] or sel.table}: channel ids {bad} fall outside the model's "
-                          f"channel table (in_chans={config['in_chans']}); expected ids < {config['in_chans']}")
+    sel.require_fits(config["in_chans"], cfg["channels"])
     del model
 
     # No validation metric: build_trainer refreshes last.ckpt every epoch (what --resume last needs

@@ -206,10 +206,6 @@ class So2Sat(Dataset):
         }
         return self.transform(sample) if self.transform is not None else sample
 
-    def labels(self) -> np.ndarray:
-        """All class indices (reads only the small ``label`` array)."""
-        return np.argmax(self._h5()["label"][:], axis=1)
-
 
 def train_val_split(dataset: Dataset, val_fraction: float = 0.2, seed: int = 0) -> tuple[Subset, Subset]:
     """Seeded random train/validation split (torchgeo's datamodule does 80/20 with seed 0 for v3)."""

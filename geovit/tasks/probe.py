@@ -154,11 +154,7 @@ def run_probe_command(args: argparse.Namespace) -> dict:
         raise GeovitError(f"--dataset {dataset}: uses channel table {table!r}, but {args.checkpoint} was pretrained "
                           f"on table {hp.get('channel_table')!r}")
     sel = select_channels(dataset, args.channels or ",".join(hp.get("channel_names") or ()) or None)
-    in_chans = model.config["in_chans"]
-    bad = [i for i in sel.ids if i >= in_chans]
-    if bad:
-        raise GeovitError(f"--channels {args.channels}: channel ids {bad} fall outside the model's channel table "
-                          f"(in_chans={in_chans})")
+    sel.require_fits(model.config["in_chans"], args.channels)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "probe"
     if args.data is None and hp.get("data_root") and Path(hp["data_root"]).exists():
         root, synthetic = Path(hp["data_root"]), bool(hp.get("synthetic"))
