@@ -40,5 +40,5 @@ def test_every_preset_resolves():
 def test_require_fits_names_ids_outside_the_table():
     sel = resolve_channels("sentinel2")
     sel.require_fits(18)
-    with pytest.raises(GeovitError, match=r"--channels sentinel2: channel ids \[10, 11\] fall outside .*in_chans=10"):
+    with pytest.raises(GeovitError, match=r"--channels sentinel2: channel ids \[10, 11, 12, 13, 14, 15, 16, 17\] fall outside .*in_chans=10"):
         sel.require_fits(10, "sentinel2")
