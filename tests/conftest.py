@@ -1,11 +1,16 @@
 """Shared test fixtures.
 
-Conformance data and torchgeo fixtures live in ``../shared`` next to the repository (see
-DEVELOPERS' notes in CONTRIBUTING.md); tests that need them skip with a clear reason when the
-folder is absent (a clone elsewhere).
+* ``conformance``: golden data of the official implementations, kept in the repository under
+  ``tests/data/conformance/<family>/`` (provenance in its README.md). A missing file is a test
+  failure, never a skip.
+* ``torchgeo_fixtures``: torchgeo's own So2Sat / LEVIR-CD test files when the developers' shared
+  folder ``../shared/fixtures/torchgeo`` sits beside the repository (``GEOVIT_SHARED`` points
+  elsewhere), read-only; otherwise a tree in the same layout written once per session by
+  ``tests/torchgeo_layout.py``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -13,41 +18,50 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchgeo_layout import write_torchgeo_layout
 
 REPO = Path(__file__).resolve().parents[1]
+CONFORMANCE = REPO / "tests" / "data" / "conformance"
 SHARED = Path(os.environ.get("GEOVIT_SHARED", REPO.parent / "shared"))
+SHARED_TORCHGEO = SHARED / "fixtures" / "torchgeo"
 
 # Keep the suite quick and reproducible on 2 cores.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def shared_path(*parts: str) -> Path:
-    """Path under ../shared, or skip the test with the reason when it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not found: conformance data / fixtures live in ../shared beside the repo "
-                    "(set GEOVIT_SHARED to point elsewhere)")
-    return path
-
-
 class Conformance:
-    """One family's golden data: ``config`` (dict), ``io`` (dict of arrays), ``path``."""
+    """One family's golden data: ``config`` (dict), ``io`` (dict of arrays), ``file(name)``."""
 
     def __init__(self, family: str):
-        self.path = shared_path("conformance", family)
-        cfg = self.path / "config.json"
-        self.config = json.loads(cfg.read_text()) if cfg.exists() else {}
-        npz = self.path / "io.npz"
-        self.io = dict(np.load(npz, allow_pickle=False)) if npz.exists() else {}
+        self.path = CONFORMANCE / family
+        if not self.path.is_dir():
+            known = sorted(p.name for p in CONFORMANCE.iterdir() if p.is_dir()) if CONFORMANCE.is_dir() else []
+            raise FileNotFoundError(f"{self.path}: no conformance data for family {family!r}; "
+                                    f"families in {CONFORMANCE}: {', '.join(known) or 'none'}")
 
     def file(self, name: str) -> Path:
-        return self.path / name
+        """Path of one golden file; a missing file raises (the test fails)."""
+        path = self.path / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: golden file missing from the repository (see {CONFORMANCE / 'README.md'})")
+        return path
+
+    @functools.cached_property
+    def config(self) -> dict:
+        """``config.json`` of the family."""
+        return json.loads(self.file("config.json").read_text())
+
+    @functools.cached_property
+    def io(self) -> dict[str, np.ndarray]:
+        """Arrays of ``io.npz`` of the family."""
+        with np.load(self.file("io.npz"), allow_pickle=False) as npz:
+            return dict(npz)
 
 
 @pytest.fixture(scope="session")
 def conformance():
-    """``conformance("channelvit")`` -> :class:`Conformance` (skips when ../shared is absent)."""
+    """``conformance("channelvit")`` -> :class:`Conformance` (data inside the repository)."""
     cache: dict[str, Conformance] = {}
 
     def get(family: str) -> Conformance:
@@ -59,8 +73,11 @@ def conformance():
 
 
 @pytest.fixture(scope="session")
-def torchgeo_fixtures() -> Path:
-    return shared_path("fixtures", "torchgeo")
+def torchgeo_fixtures(tmp_path_factory) -> Path:
+    """Folder with ``so2sat/`` and ``levircd/levircd/`` in torchgeo's test-data layout (read-only)."""
+    if SHARED_TORCHGEO.is_dir():
+        return SHARED_TORCHGEO
+    return write_torchgeo_layout(tmp_path_factory.mktemp("torchgeo_fixtures"))
 
 
 @pytest.fixture

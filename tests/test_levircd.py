@@ -1,6 +1,8 @@
 """LEVIR-CD loading in every layout, checks of bad input, tiling and augmentation."""
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -12,8 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from geovit.data.change_transforms import (IGNORE_INDEX, NORMALIZATIONS, ChangeAugment, ChangeTiles, Normalize,
-                                           make_transforms, tile_origins, tile_windows)
+from geovit.data.change_transforms import (
+    IGNORE_INDEX,
+    NORMALIZATIONS,
+    ChangeAugment,
+    ChangeTiles,
+    Normalize,
+    make_transforms,
+    tile_origins,
+    tile_windows,
+)
 from geovit.data.levircd import CLCD, LEVIRCD, WHUCD, find_pairs, write_synthetic
 from geovit.errors import DataError, GeovitError
 
@@ -45,8 +55,11 @@ def test_torchgeo_fixtures_load_unchanged(torchgeo_fixtures):
             label = np.asarray(Image.open(root / "label" / f"{split}_{k}.png"))
             np.testing.assert_array_equal(sample["image"][0].permute(1, 2, 0).numpy(), a)
             np.testing.assert_array_equal(sample["image"][1].permute(1, 2, 0).numpy(), b)
-            # torchgeo's rule: clamp(0, 1), every non-zero value is change
+            # torchgeo's rule: clamp(0, 1), every non-zero value is change; torchgeo's mask is
+            # (1, H, W), geovit's (H, W): mask[None] is torchgeo's
             np.testing.assert_array_equal(sample["mask"].numpy(), np.clip(label, 0, 1))
+            assert sample["mask"][None].shape == (1, 32, 32)
+        assert [p.t1.name for p in ds.pairs] == [os.path.basename(t[0]) for t in _torchgeo_order(root, split)]
 
 
 def test_torchgeo_fixture_labels_are_rejected_when_strict(torchgeo_fixtures):
@@ -111,10 +124,34 @@ def test_clcd_time1_time2_and_capitalised_split(tmp_path):
     assert len(ds) == 1 and ds[0]["image"].shape == (2, 3, 32, 32)
 
 
-def test_natural_order_of_scenes(tmp_path):
-    for k in (10, 2, 1):
-        _pair(tmp_path, "test", f"test_{k}.png")
-    assert [p.t1.name for p in find_pairs(tmp_path, "test")] == ["test_1.png", "test_2.png", "test_10.png"]
+def _torchgeo_order(root: Path, split: str) -> list[tuple[str, str, str]]:
+    """torchgeo's LEVIRCD._load_files rule: each folder globbed and sorted on its own, then zipped."""
+    lists = [sorted(glob.glob(os.path.join(root, d, f"{split}*.png"))) for d in ("A", "B", "label")]
+    return list(zip(*lists))
+
+
+@pytest.mark.parametrize("layout", ["torchgeo", "folder per split"])
+def test_pairs_come_in_torchgeos_order(tmp_path, layout):
+    ks = (10, 2, 1, 100, 11, 0)
+    for k in ks:
+        _pair(tmp_path, "" if layout == "torchgeo" else "test", f"test_{k}.png")
+    pairs = find_pairs(tmp_path, "test")
+    assert [p.t1.name for p in pairs] == ["test_0.png", "test_1.png", "test_10.png", "test_100.png",
+                                          "test_11.png", "test_2.png"]
+    if layout == "torchgeo":
+        assert [tuple(map(str, (p.t1, p.t2, p.label))) for p in pairs] == _torchgeo_order(tmp_path, "test")
+
+
+@settings(max_examples=25, deadline=None)
+@given(ks=st.lists(st.integers(0, 2000), min_size=1, max_size=12, unique=True))
+def test_torchgeo_layout_order_matches_torchgeo_for_any_numbering(tmp_path_factory, ks):
+    root = tmp_path_factory.mktemp("tg")
+    for folder in ("A", "B", "label"):
+        (root / folder).mkdir()
+        for k in ks:
+            (root / folder / f"train_{k}.png").write_bytes(b"")  # listing only: never decoded
+    got = [tuple(map(str, (p.t1, p.t2, p.label))) for p in find_pairs(root, "train")]
+    assert got == _torchgeo_order(root, "train")
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -245,3 +282,24 @@ def test_normalisation_statistics():
     assert make_transforms(False, "half")(sample)["image"].min() == 1.0
     with pytest.raises(GeovitError, match="normalization='bad'"):
         Normalize("bad")
+
+
+# ------------------------------------------------------------------------------ torchgeo-layout generator
+def test_generated_torchgeo_layout_matches_torchgeos_levircd_fixtures(tmp_path):
+    from conftest import SHARED_TORCHGEO
+    from torchgeo_layout import describe, write_torchgeo_layout
+
+    splits = ("train", "val", "test")
+    mode = {"A": "RGB", "B": "RGB", "label": "L"}
+    expected: dict[str, object] = {f"levircd/levircd/{d}/{s}_{k}.png": (mode[d], (32, 32))
+                                   for d in mode for s in splits for k in (0, 1)}
+    for i, split in enumerate(splits):  # members of splits written later are 1x1 placeholders
+        expected[f"levircd/levircd/{split}.zip"] = [
+            (f"{d}/{s}_{k}.png", mode[d], (32, 32) if splits.index(s) <= i else (1, 1))
+            for d in mode for s in ("val", "test", "train") for k in (0, 1)]
+    generated = describe(write_torchgeo_layout(tmp_path), "levircd")
+    assert generated == expected
+    labels = np.unique(np.asarray(Image.open(tmp_path / "levircd" / "levircd" / "label" / "train_0.png")))
+    assert labels[0] == 0 and labels[-1] == 255 and len(labels) > 2  # grey levels of an RGB 0/255 mask
+    if SHARED_TORCHGEO.is_dir():  # torchgeo's own files, when the developers' copy is beside the repo
+        assert describe(SHARED_TORCHGEO, "levircd") == generated

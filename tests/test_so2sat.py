@@ -1,23 +1,41 @@
-"""So2Sat LCZ42 loader: torchgeo's layouts and fixtures, laziness, bands, bad input."""
+"""So2Sat LCZ42 loader: torchgeo's layouts, fixtures and splits, laziness, bands, bad input."""
 from __future__ import annotations
+
+import re
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader, TensorDataset, random_split
 
-from geovit.data.so2sat import FILENAMES, So2Sat, band_stats, train_val_split, write_synthetic
+from geovit.data import so2sat
+from geovit.data.so2sat import (
+    FILENAMES,
+    MD5,
+    SO2SAT_STATS,
+    SPLITS,
+    So2Sat,
+    band_stats,
+    split_rows,
+    write_synthetic,
+)
 from geovit.errors import DataError, GeovitError
+
+V3 = [v for v in FILENAMES if v != "2"]
 
 
 @pytest.mark.parametrize("version", list(FILENAMES))
 def test_reads_torchgeo_fixtures_unchanged(torchgeo_fixtures, version):
     root = torchgeo_fixtures / "so2sat"
-    for split in FILENAMES[version]:
+    for split in ("train", "test") if version in V3 else SPLITS:  # 2 rows: no v3 validation
         ds = So2Sat(root, split=split, version=version)
+        assert len(ds) == 2 and sorted(ds.rows.tolist()) == [0, 1]
         with h5py.File(ds.path) as f:
-            raw1, raw2, onehot = f["sen1"][1], f["sen2"][1], f["label"][1]
+            row = int(ds.rows[1])
+            raw1, raw2, onehot = f["sen1"][row], f["sen2"][row], f["label"][row]
         s = ds[1]
         assert s["image"].dtype == torch.float32 and s["image"].shape == (18, 32, 32)
         np.testing.assert_array_equal(s["image"][:8].numpy(), raw1.transpose(2, 0, 1).astype(np.float32))
@@ -71,11 +89,97 @@ def test_lazy_reads_and_workers(synth):
     assert batch["image"].shape == (8, 18, 32, 32) and batch["channels"].shape == (8, 18)
 
 
-def test_train_val_split_is_seeded_and_disjoint(synth):
-    a_tr, a_va = train_val_split(So2Sat(synth), 0.25, seed=0)
-    b_tr, b_va = train_val_split(So2Sat(synth), 0.25, seed=0)
-    assert a_va.indices == b_va.indices and not set(a_tr.indices) & set(a_va.indices)
-    assert len(a_tr) + len(a_va) == 64
+def _torchgeo_val_rows(n: int) -> tuple[list[int], list[int]]:
+    """torchgeo's So2SatDataModule rule for v3, computed here with random_split itself."""
+    val_length = round(n * 0.2)
+    train, val = random_split(TensorDataset(torch.arange(n)), [n - val_length, val_length],
+                              generator=torch.Generator().manual_seed(0))
+    return list(train.indices), list(val.indices)
+
+
+def _write_numbered(path, n: int) -> None:
+    """A v3-layout file whose row i has sen1 == i everywhere and class i % 17."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.arange(n, dtype=np.float64)
+    with h5py.File(path, "w") as f:
+        f["sen1"] = np.broadcast_to(rows[:, None, None, None], (n, 32, 32, 8)).copy()
+        f["sen2"] = np.zeros((n, 32, 32, 10))
+        f["label"] = np.eye(17)[np.arange(n) % 17]
+
+
+@pytest.mark.parametrize("version", V3)
+def test_v3_validation_is_torchgeos_validation(tmp_path, version):
+    n = 53
+    _write_numbered(tmp_path / FILENAMES[version]["train"], n)
+    expected_train, expected_val = _torchgeo_val_rows(n)
+    val, train = So2Sat(tmp_path, "validation", version), So2Sat(tmp_path, "train", version)
+    assert val.rows.tolist() == expected_val and train.rows.tolist() == expected_train
+    assert len(val) == round(0.2 * n) == 11 and len(train) == n - 11
+    # the samples really are those rows of training.h5, in random_split's order
+    assert [int(val[k]["image"][0, 0, 0]) for k in range(len(val))] == expected_val
+    assert [val[k]["label"] for k in range(len(val))] == [r % 17 for r in expected_val]
+    assert [int(train[k]["image"][0, 0, 0]) for k in range(len(train))] == expected_train
+    assert set(train.rows) | set(val.rows) == set(range(n)) and not set(train.rows) & set(val.rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(3, 5000), pct=st.sampled_from([0.1, 0.2, 0.25, 0.5]))
+def test_split_rows_partition_the_file_as_random_split_does(n, pct):
+    train, val = split_rows(n, pct)
+    assert len(val) == round(n * pct) and len(train) == n - len(val)
+    assert sorted(train + val) == list(range(n))
+    if pct == 0.2:
+        assert (train, val) == _torchgeo_val_rows(n)
+
+
+def test_version_2_validation_is_its_own_file(torchgeo_fixtures):
+    ds = So2Sat(torchgeo_fixtures / "so2sat", "validation", "2")
+    assert ds.path.name == "validation.h5" and ds.rows.tolist() == [0, 1]
+
+
+def test_v3_file_too_small_for_a_validation_split(torchgeo_fixtures):
+    # torchgeo's fixture has 2 rows: round(0.2 * 2) = 0 validation rows
+    with pytest.raises(DataError, match=r"block/training\.h5: 2 rows leave an empty validation split"):
+        So2Sat(torchgeo_fixtures / "so2sat", "validation", "3_block")
+
+
+def test_md5_table_matches_the_file_table():
+    assert set(MD5) == set(FILENAMES)
+    for version, files in FILENAMES.items():
+        assert set(MD5[version]) == set(files), version
+        assert all(re.fullmatch(r"[0-9a-f]{32}", md5) for md5 in MD5[version].values())
+    assert MD5["2"]["train"] == MD5["3_culture_10"]["train"]  # one file in two releases
+    assert MD5["3_block"] == {"train": "a91d6150e8b059dac86105853f377a11", "test": "6414af1ec33ace417e879f9c88066d47"}
+
+
+def test_checksum_of_the_v3_validation_split_is_the_training_file(tmp_path, monkeypatch):
+    _write_numbered(tmp_path / FILENAMES["3_block"]["train"], 20)
+    good = so2sat._md5(tmp_path / FILENAMES["3_block"]["train"])
+    monkeypatch.setitem(MD5, "3_block", {"train": good, "test": "0" * 32})
+    assert len(So2Sat(tmp_path, "validation", "3_block", checksum=True)) == 4
+    monkeypatch.setitem(MD5, "3_block", {"train": "0" * 32, "test": "0" * 32})
+    with pytest.raises(DataError, match=rf"training\.h5: md5 {good} does not match the release"):
+        So2Sat(tmp_path, "validation", "3_block", checksum=True)
+
+
+def test_statistics_table_shape():
+    assert set(SO2SAT_STATS) == set(FILENAMES)
+    for version, (mean, std) in SO2SAT_STATS.items():
+        assert len(mean) == len(std) == 18, version
+        assert all(np.isfinite(mean)) and all(s > 0 for s in std)
+    # 3_block has its own published statistics (not a copy of another split's)
+    assert SO2SAT_STATS["3_block"] != SO2SAT_STATS["2"] and SO2SAT_STATS["3_block"] != SO2SAT_STATS["3_random"]
+    assert SO2SAT_STATS["3_block"][0][5] == pytest.approx(0.26046026815721)
+    assert SO2SAT_STATS["3_block"][1][4] == pytest.approx(0.8294254)
+
+
+def test_band_stats_count_only_the_rows_of_the_split(tmp_path):
+    _write_numbered(tmp_path / FILENAMES["3_random"]["train"], 40)
+    val = So2Sat(tmp_path, "validation", "3_random")
+    stats = band_stats(val, batch=7)
+    assert stats["num_samples"] == 8
+    assert stats["mean"][0] == pytest.approx(np.mean(val.rows)) and stats["mean"][8] == 0.0
+    assert stats["std"][0] == pytest.approx(np.std(val.rows))
 
 
 def test_band_stats_match_numpy(synth):
@@ -123,16 +227,35 @@ def test_nan_sample(tmp_path):
     _write(tmp_path / "training.h5", sen1=np.zeros((2, 32, 32, 8)), sen2=s2, label=np.eye(17)[:2])
     ds = So2Sat(tmp_path, "train")
     ds[0]
-    with pytest.raises(DataError, match=r"sample 1 has non-finite values in bands \['S2_B04'\]"):
+    with pytest.raises(DataError, match=r"row 1 has non-finite values in bands \['S2_B04'\]"):
         ds[1]
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(version="4"), "unknown version"),
-    (dict(version="3_random", split="validation"), "train_val_split"),
+    (dict(version="3_random", split="val"), "unknown split 'val'; expected one of train, validation, test"),
+    (dict(version="3_random", split="validation", val_split_pct=1.5), r"val_split_pct=1\.5: expected a fraction"),
     (dict(bands="S2_B99"), "unknown channel name 'S2_B99'"),
     (dict(bands="jumpcp"), "belongs to table 'jumpcp'"),
 ])
 def test_bad_arguments(torchgeo_fixtures, kwargs, match):
     with pytest.raises(GeovitError, match=match):
         So2Sat(torchgeo_fixtures / "so2sat", **kwargs)
+
+
+# -- the torchgeo-layout generator used when torchgeo's own fixtures are absent --------------------
+def test_generated_torchgeo_layout_matches_torchgeos_so2sat_fixtures(tmp_path):
+    from conftest import SHARED_TORCHGEO
+    from torchgeo_layout import describe, write_torchgeo_layout
+
+    keys = {"label": ((2, 17), "uint8", "gzip", 9), "sen1": ((2, 32, 32, 8), "uint8", "gzip", 9),
+            "sen2": ((2, 32, 32, 10), "uint8", "gzip", 9)}
+    names = [f"{f}.h5" for f in ("training", "validation", "testing")]
+    names += [f"{v}/{f}.h5" for v in ("random", "block", "culture_10") for f in ("training", "testing")]
+    generated = describe(write_torchgeo_layout(tmp_path), "so2sat")
+    assert generated == {f"so2sat/{n}": keys for n in names}
+    for n in names:  # every file reads, labels one-hot
+        with h5py.File(tmp_path / "so2sat" / n) as f:
+            assert (f["label"][:].sum(1) == 1).all()
+    if SHARED_TORCHGEO.is_dir():  # torchgeo's own files, when the developers' copy is beside the repo
+        assert describe(SHARED_TORCHGEO, "so2sat") == generated

@@ -14,8 +14,14 @@ Layouts read (detected in this order, see :func:`find_pairs`):
    the same folders; when they are missing, ``root/{split}.zip`` is extracted (safely: no absolute
    or ``..`` member paths; only the files of that split; each file renamed into place).
 
+Pairs are listed in the code-point order of their file names, the order of torchgeo's
+``sorted(glob(...))`` (``train_10`` before ``train_2``), so sample ``k`` of a split is torchgeo's
+sample ``k``; the list-file layout keeps the order of its list.
+
 A sample is ``{"image": float32 (2, 3, H, W) (t1 then t2, values 0-255), "mask": int64 (H, W) in
-{0, 1}}`` as torchgeo returns them. Labels must hold only {0, 255} (or {0, 1});
+{0, 1}}``. The image is torchgeo's; torchgeo's mask has an extra leading axis, ``(1, H, W)`` (for
+kornia's ``VideoSequential``): ``sample["mask"][None]`` gives it. geovit's tiling, augmentation
+and training code work on ``(H, W)`` masks. Labels must hold only {0, 255} (or {0, 1});
 ``labels="nonzero"`` instead maps every non-zero value to change, the rule of torchgeo
 (``clamp(0, 1)``) and of the ChangeViT code (``ceil(label / 255)``). The default ``labels="auto"``
 reads torchgeo's layout with torchgeo's rule (so its files load exactly as torchgeo loads them)
@@ -59,23 +65,19 @@ def _image_files(folder: Path, prefix: str = "") -> dict[str, Path]:
 
 
 def _match_partners(folders: Sequence[Path], names: Sequence[str] | None, prefix: str = "") -> list[Pair]:
-    """Pair files by identical name across (t1, t2, label) folders; name every missing partner."""
+    """Pair files by identical name across (t1, t2, label) folders; name every missing partner.
+
+    Without ``names`` the pairs come in the code-point order of the names (torchgeo's order).
+    """
     listing = [_image_files(f, prefix) for f in folders]
     if names is None:
-        names = sorted(set().union(*listing), key=_natural_key)
+        names = sorted(set().union(*listing))
     missing = [str(f / n) for n in names for f, files in zip(folders, listing) if n not in files]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DataError(f"missing partner files (every image needs the same name in "
                         f"{'/'.join(f.name for f in folders)}): {shown}")
     return [Pair(*(files[n] for files in listing)) for n in names]
-
-
-def _natural_key(name: str):
-    """Sort ``train_2`` before ``train_10``."""
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def _triplet(base: Path) -> tuple[Path, Path, Path] | None:
@@ -131,7 +133,21 @@ def is_torchgeo_layout(root: str | os.PathLike, split: str) -> bool:
 
 
 def find_pairs(root: str | os.PathLike, split: str, *, extract: bool = True) -> list[Pair]:
-    """List the (t1, t2, label) files of ``split`` under ``root`` in any supported layout."""
+    """List the (t1, t2, label) files of ``split`` under ``root`` in any supported layout.
+
+    Args:
+        root: dataset folder.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        extract: extract ``root/{split}.zip`` (torchgeo layout) when the split's files are absent.
+
+    Returns:
+        The pairs, in the code-point order of their names (torchgeo's ``sorted(glob(...))``
+        order), or in the order of ``root/list/{split}.txt`` for the list-file layout.
+
+    Raises:
+        GeovitError: unknown ``split``.
+        DataError: no layout found, partner files missing, or no pairs.
+    """
     root = Path(root)
     if split not in SPLITS:
         raise GeovitError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
@@ -220,6 +236,10 @@ def load_pair(pair: Pair, labels: str = "strict") -> dict[str, torch.Tensor]:
 
 class LEVIRCD(torch.utils.data.Dataset):
     """LEVIR-CD change-detection pairs (any layout of the module docstring).
+
+    Samples are ``{"image": float32 (2, 3, H, W), "mask": int64 (H, W)}``; torchgeo's
+    ``LEVIRCD`` returns the same image and pair order, and its mask as ``(1, H, W)``
+    (``sample["mask"][None]``).
 
     Args:
         root: dataset folder.
