@@ -40,7 +40,7 @@ Public API::
     model.config                                # JSON-serialisable constructor kwargs
     build(config) -> VICON                      # from ``model.config``
     vicon(**overrides) -> VICON                 # released size; registered as geovit model "vicon"
-    load_official(state_dict, official_cfg) -> VICON
+    load_official(state_dict, official_cfg) -> VICON   # family contract: also checkpoint_filter_fn, infer_config
         # official constructor cfg: {"transformer": {dim_channel, dim_token, nhead, dim_feedforward,
         #  num_layers, dropout}, demo_num, patch_num_in, patch_num_out, patch_resolution,
         #  use_patch_pos_encoding, use_func_pos_encoding, [preprocess: {scheme, eps}]}
@@ -59,7 +59,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from geovit.errors import CheckpointError, GeovitError
-from geovit.models import register_model
+from geovit.models import convert_official, find_state_dict, register_model, strip_wrapper_prefix
+from geovit.models.layers import attention
 from pdes.normalization import denormalize, expand_channel_mask, normalize, prompt_statistics
 
 #: Constructor kwargs of the released model (``configs`` of the reference code, specs §6).
@@ -99,6 +100,7 @@ class BlockCausalAttention(nn.Module):
         self.fused_attn = True
 
     def forward(self, x: torch.Tensor, blocked: torch.Tensor | None, queries: int | None = None) -> torch.Tensor:
+        """Tokens (B, N, D), ``blocked`` (N, N) bool (True = blocked) -> (B, N or queries, D)."""
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
@@ -106,15 +108,7 @@ class BlockCausalAttention(nn.Module):
             q = q[:, :, N - queries:]
             blocked = None if blocked is None else blocked[N - queries:]
         drop = self.attn_drop if self.training else 0.0
-        if self.fused_attn:
-            allowed = None if blocked is None else ~blocked
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)
-        else:
-            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
-            if blocked is not None:
-                scores = scores.masked_fill(blocked, float("-inf"))
-            attn = F.dropout(scores.softmax(dim=-1), drop, self.training)
-            out = attn @ v
+        out = attention(q, k, v, fused=self.fused_attn, blocked=blocked, dropout_p=drop)
         return self.proj(out.transpose(1, 2).reshape(B, q.shape[2], D))
 
 
@@ -131,6 +125,7 @@ class PostNormBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, blocked: torch.Tensor | None, queries: int | None = None) -> torch.Tensor:
+        """One post-norm layer on (B, N, D); with ``queries`` only the last ``queries`` rows."""
         residual = x if queries is None else x[:, x.shape[1] - queries:]
         x = self.norm1(residual + self.drop(self.attn(x, blocked, queries)))
         mlp = self.fc2(self.drop(F.gelu(self.fc1(x))))
@@ -182,6 +177,7 @@ class VICON(nn.Module):
 
     @property
     def frame_size(self) -> int:
+        """Side of the square frames the model takes (num_patches · patch_size)."""
         return self.num_patches * self.patch_size
 
     # ----------------------------------------------------------------- tokens <-> frames
@@ -274,16 +270,123 @@ def vicon(**kwargs) -> VICON:
     return VICON(**{**OFFICIAL_CONFIG, **kwargs})
 
 
+# ----------------------------------------------------------------- family contract (geovit.families)
 def build(config: Mapping[str, Any]) -> VICON:
-    """Rebuild a VICON from its ``model.config`` (geovit constructor kwargs)."""
+    """Rebuild a VICON from its ``model.config`` (geovit constructor kwargs).
+
+    Args:
+        config: constructor keywords, a subset of :data:`OFFICIAL_CONFIG`'s keys.
+
+    Returns:
+        The model (random weights).
+
+    Raises:
+        GeovitError: unknown keys.
+    """
     unknown = set(config) - set(OFFICIAL_CONFIG)
     if unknown:
         raise GeovitError(f"VICON config: unknown keys {sorted(unknown)}; expected a subset of {sorted(OFFICIAL_CONFIG)}")
     return VICON(**dict(config))
 
 
-def config_from_official(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Translate the official constructor config (``ICON_UNCROPPED(cfg)``) to VICON kwargs."""
+#: official state-dict name -> geovit name (per layer names use ``{}`` for the layer index)
+_TOP_KEYS = {
+    "pre_proj.weight": "patch_embed.weight", "pre_proj.bias": "patch_embed.bias",
+    "post_proj.weight": "head.weight", "post_proj.bias": "head.bias",
+    "patch_pos_encoding": "patch_pos_embed", "func_pos_encoding": "func_pos_embed", "mask": "mask",
+}
+_LAYER_KEYS = {
+    "self_attn.in_proj_weight": "attn.qkv.weight", "self_attn.in_proj_bias": "attn.qkv.bias",
+    "self_attn.out_proj.weight": "attn.proj.weight", "self_attn.out_proj.bias": "attn.proj.bias",
+    "linear1.weight": "fc1.weight", "linear1.bias": "fc1.bias",
+    "linear2.weight": "fc2.weight", "linear2.bias": "fc2.bias",
+    "norm1.weight": "norm1.weight", "norm1.bias": "norm1.bias",
+    "norm2.weight": "norm2.weight", "norm2.bias": "norm2.bias",
+}
+
+
+def _rename(key: str, top: Mapping[str, str], layer: Mapping[str, str], prefix: tuple[str, str],
+            target: tuple[str, str]) -> str | None:
+    """Rename ``key`` with the tables (prefix ``a.b.{i}.name`` -> ``c.{i}.name``), None if unknown."""
+    if key in top:
+        return top[key]
+    parts = key.split(".", len(prefix) + 1)
+    if len(parts) == len(prefix) + 2 and tuple(parts[: len(prefix)]) == prefix and parts[-1] in layer:
+        return ".".join((*target, parts[-2], layer[parts[-1]]))
+    return None
+
+
+def _geovit_name(key: str) -> str | None:
+    return _rename(key, _TOP_KEYS, _LAYER_KEYS, ("transformer", "layers"), ("blocks",))
+
+
+def _official_name(key: str) -> str:
+    inverse = _rename(key, {v: k for k, v in _TOP_KEYS.items()}, {v: k for k, v in _LAYER_KEYS.items()},
+                      ("blocks",), ("transformer", "layers"))
+    return inverse or key
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: VICON | None = None) -> dict[str, torch.Tensor]:
+    """Official ``{step}_params.pth`` state dict (``ICON_UNCROPPED``) -> geovit keys.
+
+    Lightning-style nesting (``state_dict``) and DataParallel ``module.`` prefixes are removed; a
+    geovit state dict passes unchanged.
+
+    Args:
+        state_dict: the file's content.
+        model: when given, the positional tables the model does not use are dropped and a file
+            without the ``mask`` buffer (older exports) gets the model's own mask.
+
+    Returns:
+        geovit-keyed tensors.
+
+    Raises:
+        CheckpointError: keys of neither layout, or a mask that is not boolean.
+    """
+    tensors = find_state_dict(state_dict)
+    official = any(k == "pre_proj.weight" or k.endswith(".pre_proj.weight") for k in tensors)
+    anchor = "pre_proj.weight" if official else "patch_embed.weight"
+    state = strip_wrapper_prefix(tensors, anchor, family="VICON",
+                                 layout=" (expected the official pre_proj / transformer.layers / post_proj layout)")
+    if official:
+        renamed = {_geovit_name(k): v for k, v in state.items()}
+        unknown = [k for k in state if _geovit_name(k) is None]
+        if unknown:
+            raise CheckpointError(f"not an official VICON state dict: unexpected keys {unknown[:5]}")
+        state = renamed
+    if model is not None:
+        for key, table in (("patch_pos_embed", model.patch_pos_embed), ("func_pos_embed", model.func_pos_embed)):
+            if table is None:
+                state.pop(key, None)
+        state.setdefault("mask", model.mask)  # older exports without the buffer: rebuild it
+    if "mask" in state and state["mask"].dtype != torch.bool:
+        raise CheckpointError(f"tensor 'mask' has dtype {state['mask'].dtype}, expected torch.bool (True = blocked)")
+    return state
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Translate the official constructor config (``ICON_UNCROPPED(cfg)``) to VICON kwargs.
+
+    The tensors cannot tell the head count or the normalisation, so the official config is
+    required; the tensors are checked against it when the model is loaded.
+
+    Args:
+        state_dict: geovit-keyed tensors (unused: the config decides).
+        config: the official constructor config: ``{"transformer": {dim_channel, dim_token,
+            nhead, dim_feedforward, num_layers, dropout}, demo_num, patch_num_in, patch_num_out,
+            patch_resolution, use_patch_pos_encoding, use_func_pos_encoding, [preprocess:
+            {scheme, eps}]}``.
+
+    Returns:
+        Constructor keywords of :class:`VICON`.
+
+    Raises:
+        CheckpointError: no config, a missing key, or unequal patch grids.
+    """
+    if not config:
+        raise CheckpointError("config: the official VICON constructor config is required "
+                              "(e.g. the 'constructor_cfg' of the conformance config.json)")
+    cfg = config
     try:
         tr = cfg["transformer"]
         if cfg["patch_num_in"] != cfg["patch_num_out"]:
@@ -309,69 +412,21 @@ def config_from_official(cfg: Mapping[str, Any]) -> dict[str, Any]:
         ) from None
 
 
-#: official state-dict name -> geovit name (per layer names use ``{}`` for the layer index)
-_TOP_KEYS = {
-    "pre_proj.weight": "patch_embed.weight", "pre_proj.bias": "patch_embed.bias",
-    "post_proj.weight": "head.weight", "post_proj.bias": "head.bias",
-    "patch_pos_encoding": "patch_pos_embed", "func_pos_encoding": "func_pos_embed", "mask": "mask",
-}
-_LAYER_KEYS = {
-    "self_attn.in_proj_weight": "attn.qkv.weight", "self_attn.in_proj_bias": "attn.qkv.bias",
-    "self_attn.out_proj.weight": "attn.proj.weight", "self_attn.out_proj.bias": "attn.proj.bias",
-    "linear1.weight": "fc1.weight", "linear1.bias": "fc1.bias",
-    "linear2.weight": "fc2.weight", "linear2.bias": "fc2.bias",
-    "norm1.weight": "norm1.weight", "norm1.bias": "norm1.bias",
-    "norm2.weight": "norm2.weight", "norm2.bias": "norm2.bias",
-}
-
-
-def _rename_official(key: str) -> str | None:
-    if key in _TOP_KEYS:
-        return _TOP_KEYS[key]
-    parts = key.split(".", 3)
-    if len(parts) == 4 and parts[:2] == ["transformer", "layers"] and parts[3] in _LAYER_KEYS:
-        return f"blocks.{parts[2]}.{_LAYER_KEYS[parts[3]]}"
-    return None
-
-
-def load_official(state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> VICON:
+def load_official(state_dict: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> VICON:
     """Build a VICON from an official ``{step}_params.pth`` state dict and constructor config.
 
     The stored boolean ``mask`` buffer (True = blocked) is honoured: it replaces the mask built
     from the config (its shape must be ``(2·demo_num·P²)²``).
+
+    Args:
+        state_dict: the file's content (see :func:`checkpoint_filter_fn`).
+        config: the official constructor config (see :func:`infer_config`).
+
+    Returns:
+        The loaded model, in eval mode.
+
+    Raises:
+        CheckpointError: no config, a foreign file, or tensors that do not fit the config.
     """
-    if not config:
-        raise CheckpointError("config: the official VICON constructor config is required "
-                              "(e.g. the 'constructor_cfg' of the conformance config.json)")
-    model = VICON(**config_from_official(config))
-    nested = state_dict.get("state_dict")
-    state = nested if isinstance(nested, Mapping) else state_dict
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints
-    renamed, unknown = {}, []
-    for key, value in state.items():
-        new = _rename_official(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            renamed[new] = value
-    if model.patch_pos_embed is None:
-        renamed.pop("patch_pos_embed", None)
-    if model.func_pos_embed is None:
-        renamed.pop("func_pos_embed", None)
-    if unknown:
-        raise CheckpointError(f"not an official VICON state dict: unexpected keys {unknown[:5]}")
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(renamed) - {"mask"})
-    if missing:
-        raise CheckpointError(f"official VICON state dict lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    if "mask" not in renamed:
-        renamed["mask"] = model.mask  # older exports without the buffer: rebuild it
-    for key, value in renamed.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"tensor {key!r} has shape {tuple(value.shape)}, the config implies {tuple(expected[key].shape)}"
-            )
-    if renamed["mask"].dtype != torch.bool:
-        raise CheckpointError(f"tensor 'mask' has dtype {renamed['mask'].dtype}, expected torch.bool (True = blocked)")
-    model.load_state_dict(renamed, strict=True)
-    return model.eval()
+    return convert_official(state_dict, config, filter_fn=checkpoint_filter_fn, infer_fn=infer_config,
+                            build_fn=build, family="VICON", describe=_official_name)

@@ -9,7 +9,8 @@ import argparse
 import json
 
 from geovit.errors import GeovitError
-from geovit.hub import FAMILIES, load_official, save_converted
+from geovit.hub import load_official, save_converted
+from geovit.models.families import FAMILIES
 
 
 def _parse_config(items: list[str]) -> dict:
@@ -36,6 +37,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
+    """Add ``geovit convert`` to the CLI's subparsers (families: every entry of the family table)."""
     p = sub.add_parser("convert", help="convert an official checkpoint to geovit safetensors")
     p.add_argument("family", choices=sorted(FAMILIES))
     p.add_argument("input", help="official checkpoint (.pth/.pt/.ckpt/.tar/.safetensors)")

@@ -63,10 +63,12 @@ class DCPMasks:
                 and bool(self.channels_sampled[0].all()))
 
     def to(self, device: torch.device | str) -> "DCPMasks":
+        """The same masks with every tensor on ``device``."""
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
                                 if isinstance(getattr(self, f.name), Tensor)})
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (the form ``pretrain_step(masks=...)`` also accepts)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
@@ -109,6 +111,7 @@ class DCPMasks:
 
 
 def check_mask_ratio(ratio: float, name: str = "dcp_mask_ratio") -> float:
+    """Raise :class:`GeovitError` naming ``name`` unless the mask ratio lies in (0, 1)."""
     ratio = float(ratio)
     if not 0.0 < ratio < 1.0:
         raise GeovitError(f"{name}: {ratio} is outside (0, 1); it is the fraction of patches hidden per channel")
@@ -116,6 +119,7 @@ def check_mask_ratio(ratio: float, name: str = "dcp_mask_ratio") -> float:
 
 
 def check_strategy_probabilities(p_patch: float, p_channel: float) -> None:
+    """Raise :class:`GeovitError` unless both DCP strategy probabilities lie in [0, 1] and sum to at most 1."""
     if not (0.0 <= p_patch <= 1.0 and 0.0 <= p_channel <= 1.0 and p_patch + p_channel <= 1.0 + 1e-9):
         raise GeovitError(f"dcp_p_patch={p_patch}, dcp_p_channel={p_channel}: expected probabilities in [0, 1] "
                           "with dcp_p_patch + dcp_p_channel <= 1 (the rest is BOTH masking)")

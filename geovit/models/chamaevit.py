@@ -26,14 +26,16 @@ and the dossier ``specs/chamaevit.md`` (facts only).
 Interfaces: ``model(x, channels=ids, channel_mask=None)`` is the downstream path (no masking, as
 the official ``eval()`` forward) and returns logits, or the fused feature when
 ``num_classes == 0``; :meth:`ChAMAEViT.pretrain_step` runs the joint objective with DCP masking.
-State-dict keys equal the official ones, so :func:`load_official` is a strict load.
+State-dict keys equal the official ones but for the channel table (the shared
+:class:`~geovit.models.layers.PatchEmbedPerChannel`), which :func:`checkpoint_filter_fn` maps;
+:func:`load_official` is then a strict load.
 """
 from __future__ import annotations
 
 import copy
 import math
 from functools import partial
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -41,16 +43,19 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from geovit.errors import CheckpointError, GeovitError
-from geovit.models import register_model
+from geovit.models import convert_official, register_model, unwrap_checkpoint
 from geovit.models.chamae_losses import (
     fourier_loss, norm_pix, patchify, proxy_loss, reconstruction_loss, token_diversification_loss, unpatchify,
 )
 from geovit.models.chamae_masking import (
     DCPMasks, check_mask_ratio, check_strategy_probabilities, dynamic_channel_patch_masking, sample_dcp_strategy,
 )
-from geovit.models.layers import resample_pos_grid_dino, trunc_normal_init
+from geovit.models.layers import (
+    CHANNEL_INITS, VIT_HEADS_BY_WIDTH, VIT_SIZES, ChannelIds, PatchEmbedPerChannel, channel_table_from_5d,
+    tile_pos_embed, trunc_normal_init,
+)
 
-__all__ = ["ChAMAEViT", "DCPMasks", "build", "load_official"]
+__all__ = ["ChAMAEViT", "DCPMasks", "build", "checkpoint_filter_fn", "infer_config", "load_official"]
 
 POOLINGS = ("cls_attn_pooling_sigmoid", "cls_attn_pooling", "cls_token")
 MAE_LOSS_NORMS = ("norm_pix_loss", "instance_norm", None)
@@ -66,42 +71,6 @@ _DECODER_IGNORED = ("decoder_type", "norm_layer", "mask_recon_fourier_loss")
 
 
 _norm_layer = partial(nn.LayerNorm, eps=1e-6)
-
-
-class PatchEmbedPerChannel(nn.Module):
-    """Shared single-channel p×p patch projection plus one learned token per channel id (§3).
-
-    ``proj`` is the official ``Conv3d(1, D, (1, p, p))`` (kept for its state-dict layout) and is
-    applied as a 2-D convolution over every channel. ``channel_tokens`` is (1, D, Cmax, 1, 1).
-    """
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, channel_tokens_init: str = "orthogonal"):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv3d(1, embed_dim, kernel_size=(1, patch_size, patch_size), stride=(1, patch_size, patch_size))
-        self.channel_tokens = nn.Parameter(torch.zeros(1, embed_dim, in_chans, 1, 1))
-        if channel_tokens_init == "orthogonal":
-            table = torch.empty(embed_dim, in_chans)
-            nn.init.orthogonal_(table)  # orthonormal columns: one per channel
-            with torch.no_grad():
-                self.channel_tokens[0, :, :, 0, 0].copy_(table)
-        elif channel_tokens_init == "random":
-            nn.init.trunc_normal_(self.channel_tokens, std=0.02)
-        elif channel_tokens_init != "zero":
-            raise GeovitError(f"channel_tokens_init: {channel_tokens_init!r}, expected 'orthogonal', 'random' or 'zero'")
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> raw patch embeddings (B, C, P, D), before channel tokens are added."""
-        b, c, h, w = x.shape
-        weight = self.proj.weight.squeeze(2)  # (D, 1, p, p)
-        out = F.conv2d(x.reshape(b * c, 1, h, w), weight, self.proj.bias, stride=self.patch_size)
-        return out.reshape(b, c, out.shape[1], -1).transpose(2, 3)
-
-    def tokens_for(self, ids: Tensor, valid: Tensor | None) -> Tensor:
-        """Channel tokens (n, C, D) for absolute ids (n, C); padding slots get a zero token."""
-        table = self.channel_tokens[0, :, :, 0, 0].t()  # (Cmax, D)
-        tokens = table[ids]
-        return tokens if valid is None else tokens * valid[..., None].to(tokens.dtype)
 
 
 class HybridTokenFusion(nn.Module):
@@ -121,6 +90,7 @@ class HybridTokenFusion(nn.Module):
         self.fc_o = nn.Linear(dim, dim)
 
     def forward(self, query: Tensor, x: Tensor) -> Tensor:
+        """Query (1, D) pools the tokens x (B, L, D) -> (B, 1, D)."""
         b, length, d = x.shape
         h, dh = self.num_heads, d // self.num_heads
         q = self.fc_q(query).reshape(1, h, dh).expand(b, h, dh)                # (B, h, dh)
@@ -159,11 +129,6 @@ class ChannelAwareDecoder(nn.Module):
         return self.norm(x)
 
 
-class _Channels(NamedTuple):
-    ids: Tensor            # (1, C) shared or (B, C) per sample, long; padding slots hold 0
-    valid: Tensor | None   # (B, C) bool for padded batches
-
-
 def _key_mask(num_extra: int, tokens_valid: Tensor) -> Tensor:
     """Boolean key mask (B, 1, 1, E + N): extra tokens always attendable."""
     extra = torch.ones(tokens_valid.shape[0], num_extra, dtype=torch.bool, device=tokens_valid.device)
@@ -198,6 +163,8 @@ class ChAMAEViT(nn.Module):
             raise GeovitError(f"img_size: {img_size}, expected a square size divisible by patch_size={patch_size}")
         if encoder_pooling not in POOLINGS:
             raise GeovitError(f"encoder_pooling: {encoder_pooling!r}, expected one of {POOLINGS}")
+        if channel_tokens_init not in CHANNEL_INITS:
+            raise GeovitError(f"channel_tokens_init: {channel_tokens_init!r}, expected one of {CHANNEL_INITS}")
         if mae_loss_norm not in MAE_LOSS_NORMS:
             raise GeovitError(f"mae_loss_norm: {mae_loss_norm!r}, expected one of {MAE_LOSS_NORMS}")
         if embed_dim % num_heads:
@@ -288,52 +255,14 @@ class ChAMAEViT(nn.Module):
             nn.init.normal_(self.decoder.mask_token, std=0.02)
 
     # ------------------------------------------------------------------ input checking
-    def _resolve_channels(self, x: Tensor, channels: Any, channel_mask: Tensor | None) -> _Channels:
+    def _resolve_channels(self, x: Tensor, channels: Any, channel_mask: Tensor | None) -> ChannelIds:
         if not torch.is_tensor(x) or x.ndim != 4:
             raise GeovitError(f"x: expected a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
-        b, c, h, w = x.shape
+        h, w = x.shape[-2:]
         p = self.patch_size
-        if h % p or w % p or c < 1:
+        if h % p or w % p or x.shape[1] < 1:
             raise GeovitError(f"x: spatial size {h}x{w} is not divisible by patch_size={p} (or no channels)")
-        valid = None
-        if channel_mask is not None:
-            valid = torch.as_tensor(channel_mask, device=x.device)
-            if valid.dtype != torch.bool or tuple(valid.shape) != (b, c):
-                raise GeovitError(f"channel_mask: expected a bool tensor of shape {(b, c)} (True = real channel), "
-                                  f"got {valid.dtype} {tuple(valid.shape)}")
-            if not bool(valid.any(dim=1).all()):
-                raise GeovitError("channel_mask: every sample needs at least one real channel (a row is all False)")
-            padding = x.detach()[~valid]
-            if padding.numel() and bool((padding != 0).any()):
-                rows = sorted({int(i) for i in (~valid).nonzero()[:, 0][padding.flatten(1).ne(0).any(1)]})
-                raise GeovitError(f"channel_mask disagrees with x: samples {rows} hold non-zero data in channels "
-                                  "marked as padding (padded channels must be zero)")
-        if channels is None:
-            if c > self.in_chans:
-                raise GeovitError(f"x has {c} channels but the model's channel table holds in_chans={self.in_chans}; "
-                                  "pass channels= with the absolute channel ids")
-            ids = torch.arange(c, device=x.device)[None]
-        else:
-            try:
-                ids = torch.as_tensor(channels, device=x.device)
-            except (TypeError, ValueError, RuntimeError):
-                raise GeovitError("channels: expected a (C,) or (B, C) array of integer channel ids (pad ragged "
-                                  "per-sample lists to C and pass channel_mask)") from None
-            if ids.is_floating_point() or ids.dtype == torch.bool:
-                raise GeovitError(f"channels: expected integer channel ids, got dtype {ids.dtype}")
-            ids = ids.long()
-            if ids.ndim == 1:
-                ids = ids[None]
-            if ids.ndim != 2 or ids.shape[1] != c or ids.shape[0] not in (1, b):
-                raise GeovitError(f"channels: shape {tuple(torch.as_tensor(channels).shape)}, expected ({c},) or "
-                                  f"({b}, {c}) to match x of shape {tuple(x.shape)}")
-            real = ids if valid is None else ids.expand(b, c)[valid]
-            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.in_chans):
-                raise GeovitError(f"channels: ids {sorted({int(i) for i in real.flatten()})} fall outside the model's "
-                                  f"channel table 0..{self.in_chans - 1} (in_chans={self.in_chans})")
-            if valid is not None:
-                ids = ids.expand(b, c).masked_fill(~valid, 0)
-        return _Channels(ids, valid)
+        return self.patch_embed.resolve_channels(x, channels, channel_mask)
 
     # ------------------------------------------------------------------ encoder
     def interpolate_pos_encoding(self, num_channels: int, grid_h: int, grid_w: int) -> Tensor:
@@ -342,19 +271,17 @@ class ChAMAEViT(nn.Module):
         As the official code, the grid is bicubically resampled (DINO quirk: scale factor
         (h+0.1)/g, not the identity at native size) unless C == 1 at the native grid.
         """
-        e = self.num_extra_tokens
         if num_channels == 1 and grid_h == grid_w == self.grid_size:
             return self.pos_embed
-        grid = resample_pos_grid_dino(self.pos_embed[:, e:], grid_h, grid_w)
-        return torch.cat([self.pos_embed[:, :e], grid.repeat(1, num_channels, 1)], dim=1)
+        return tile_pos_embed(self.pos_embed, self.num_extra_tokens, num_channels, grid_h, grid_w)
 
-    def _encode(self, x: Tensor, ch: _Channels, masks: DCPMasks | None):
+    def _encode(self, x: Tensor, ch: ChannelIds, masks: DCPMasks | None):
         """Tokens -> encoder output. Returns (tokens (B, E+N, D), raw patch embeddings (B, C, P, D),
         channel tokens (n, C, D), positional embedding (1, E+C*P, D))."""
         b, c, h, w = x.shape
         p, e = self.patch_size, self.num_extra_tokens
-        raw = self.patch_embed(x)
-        chan = self.patch_embed.tokens_for(ch.ids, ch.valid)
+        raw = self.patch_embed.project(x)
+        chan = self.patch_embed.channel_tokens(ch.ids, ch.valid)
         tokens = (raw + chan[:, :, None, :]).flatten(1, 2)
         pos = self.interpolate_pos_encoding(c, h // p, w // p)
         tokens = tokens + pos[:, e:]
@@ -393,6 +320,7 @@ class ChAMAEViT(nn.Module):
         return self._fuse(self.forward_tokens(x, channels, channel_mask))
 
     def forward_head(self, feat: Tensor, pre_logits: bool = False) -> Tensor:
+        """Classifier logits of the fused feature (B, D), or the feature itself (``pre_logits`` or no head)."""
         if pre_logits or self.num_classes == 0:
             return feat
         return self.classifier_head(feat)
@@ -489,7 +417,7 @@ class ChAMAEViT(nn.Module):
             present = ch.ids.expand(b, c)[ch.valid if ch.valid is not None else masks.channels_sampled]
             present = torch.unique(present)
             if present.numel():
-                table = self.patch_embed.channel_tokens[0, :, :, 0, 0].t()
+                table = self.patch_embed.channel_embed.weight
                 out["loss_channel_diversity"] = proxy_loss(self.channel_token_proxies, table[present], present,
                                                            math.sqrt(1.0 / cfg["diverse_channel_token_temperature"]))
 
@@ -510,7 +438,7 @@ class ChAMAEViT(nn.Module):
             raise GeovitError(f"labels: values must lie in 0..{n - 1}, got {sorted({int(v) for v in labels})}")
         return labels
 
-    def _reconstruct(self, x: Tensor, tokens: Tensor, chan: Tensor, pos: Tensor, ch: _Channels,
+    def _reconstruct(self, x: Tensor, tokens: Tensor, chan: Tensor, pos: Tensor, ch: ChannelIds,
                      masks: DCPMasks) -> dict[str, Any]:
         b, c, h, w = x.shape
         p, e, cfg = self.patch_size, self.num_extra_tokens, self.config
@@ -547,9 +475,19 @@ class ChAMAEViT(nn.Module):
                 "loss_fourier": fourier, "loss_mae": (1 - lam_f) * recon + lam_f * fourier}
 
 
-# ---------------------------------------------------------------------- build / official weights
+# ---------------------------------------------------------------------- family contract
 def build(config: Mapping[str, Any]) -> ChAMAEViT:
-    """Rebuild from ``model.config`` (or any subset of the constructor keywords)."""
+    """Rebuild from ``model.config`` (or any subset of the constructor keywords).
+
+    Args:
+        config: constructor keywords.
+
+    Returns:
+        The model (random weights).
+
+    Raises:
+        GeovitError: unknown keys or invalid settings.
+    """
     config = copy.deepcopy(dict(config))
     allowed = set(ChAMAEViT.__init__.__code__.co_varnames[1:ChAMAEViT.__init__.__code__.co_argcount])
     unknown = sorted(set(config) - allowed)
@@ -562,30 +500,69 @@ def build(config: Mapping[str, Any]) -> ChAMAEViT:
 _OFFICIAL_IGNORED = ("attention_cls", "qk_scale", "drop_rate", "attn_drop_rate", "drop_path_rate", "norm_layer",
                      "training_sample", "proxy_orthogonal_init", "model_size", "use_channel_tokens",
                      "use_self_image_norm")
-_HEADS_BY_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}
+_CHANNEL_TABLE = "patch_embed.channel_embed.weight"
+#: tensors only a ChA-MAEViT has (tells a geovit-keyed ChA-MAEViT state dict from a ChannelViT one).
+_OWN_TENSORS = ("memory_tokens", "pooling_query", "decoder.mask_token", "blocks.0.ls1.gamma",
+                "classifier_head.0.weight", "channel_token_proxies", "output_proxies")
 
 
-def _strip_prefixes(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
-    for key, value in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: ChAMAEViT | None = None) -> dict[str, Tensor]:
+    """Official ChA-MAEViT state dict -> geovit keys.
+
+    The official keys are geovit's but for the channel table: ``patch_embed.channel_tokens``
+    (1, D, C, 1, 1) becomes ``patch_embed.channel_embed.weight`` (C, D). Wrapper prefixes
+    (``module.``, ``_orig_mod.``) and Lightning nesting are removed; a geovit state dict passes.
+
+    Args:
+        state_dict: ``model.safetensors`` of a ``checkpoint-*/`` folder or
+            ``torch.save(model.state_dict())``.
+        model: the model it is for; when given, a geovit-keyed dict is taken as ChA-MAEViT's
+            even without a tensor only ChA-MAEViT has.
+
+    Returns:
+        geovit-keyed tensors.
+
+    Raises:
+        CheckpointError: not a ChA-MAEViT checkpoint (a ChannelViT one is named as such).
+    """
+    state = unwrap_checkpoint(state_dict, "cls_token", family="ChA-MAEViT")
+    if "patch_embed.channel_tokens" in state:
+        tokens = state.pop("patch_embed.channel_tokens")
+        if tokens.ndim != 5:
+            raise CheckpointError(f"key 'patch_embed.channel_tokens': shape {tuple(tokens.shape)}, "
+                                  "expected (1, D, C, 1, 1)")
+        state[_CHANNEL_TABLE] = channel_table_from_5d(tokens)
+    elif model is None and not any(k in state for k in _OWN_TENSORS):
+        hint = ""
+        if any(k.startswith("patch_embed.channel_embed") for k in state):
+            hint = " (a ChannelViT / DiChaViT checkpoint? load it with family 'channelvit')"
+        raise CheckpointError("not a ChA-MAEViT checkpoint: no 'patch_embed.channel_tokens' (1, D, C, 1, 1) and "
+                              f"none of the tensors only ChA-MAEViT has ({', '.join(_OWN_TENSORS)}){hint}")
+    return state
 
 
-def official_config_from_state(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> dict[str, Any]:
-    """Constructor keywords: what the tensors determine, then the given official ``config``."""
+def infer_config(state_dict: Mapping[str, Tensor], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Constructor keywords: what the tensors determine, then the given official ``config``.
+
+    Args:
+        state_dict: geovit-keyed tensors (output of :func:`checkpoint_filter_fn`).
+        config: official constructor keywords; anything the tensors determine may be omitted,
+            and what is given must agree with them.
+
+    Returns:
+        Constructor keywords of :class:`ChAMAEViT`.
+
+    Raises:
+        CheckpointError: a required tensor is missing or the config disagrees with the tensors.
+    """
+    state, config = state_dict, dict(config or {})
+
     def shape(key: str) -> tuple[int, ...]:
         return tuple(state[key].shape)
 
-    for key, ndim in (("patch_embed.channel_tokens", 5), ("patch_embed.proj.weight", 5), ("pos_embed", 3), ("cls_token", 3)):
+    for key, ndim in ((_CHANNEL_TABLE, 2), ("patch_embed.proj.weight", 5), ("pos_embed", 3), ("cls_token", 3)):
         if key not in state or state[key].ndim != ndim:
-            hint = ""
-            if any(k.startswith("patch_embed.proj") for k in state) and "patch_embed.channel_tokens" not in state:
-                hint = " (a ChannelViT / DiChaViT checkpoint? load it with family 'channelvit')"
-            raise CheckpointError(f"not a ChA-MAEViT checkpoint: key {key!r} ({ndim}-d tensor) is missing{hint}")
+            raise CheckpointError(f"not a ChA-MAEViT checkpoint: key {key!r} ({ndim}-d tensor) is missing")
     dim = shape("cls_token")[2]
     patch = shape("patch_embed.proj.weight")[-1]
     memory = shape("memory_tokens")[1] if "memory_tokens" in state else 0
@@ -597,7 +574,7 @@ def official_config_from_state(state: Mapping[str, Tensor], config: Mapping[str,
     depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
     dec_depth = len({k.split(".")[2] for k in state if k.startswith("decoder.blocks.")})
     derived: dict[str, Any] = {
-        "img_size": side * patch, "patch_size": patch, "in_chans": shape("patch_embed.channel_tokens")[2],
+        "img_size": side * patch, "patch_size": patch, "in_chans": shape(_CHANNEL_TABLE)[0],
         "embed_dim": dim, "depth": depth, "num_memory_tokens": memory,
         "mlp_ratio": shape("blocks.0.mlp.fc1.weight")[0] / dim if depth else 4.0,
         "qkv_bias": "blocks.0.attn.qkv.bias" in state,
@@ -623,9 +600,9 @@ def official_config_from_state(state: Mapping[str, Tensor], config: Mapping[str,
                                   f"({'has' if present else 'has no'} {key!r})")
         derived[name] = value
     if "num_heads" not in user:
-        if dim not in _HEADS_BY_DIM:
+        if dim not in VIT_HEADS_BY_WIDTH:
             raise CheckpointError(f"embed_dim={dim}: pass num_heads in config (cannot be read from the tensors)")
-        derived["num_heads"] = _HEADS_BY_DIM[dim]
+        derived["num_heads"] = VIT_HEADS_BY_WIDTH[dim]
     decoder = dict(user.pop("decoder", None) or {})
     if dec_depth:
         decoder["depth"] = dec_depth
@@ -642,26 +619,24 @@ def official_config_from_state(state: Mapping[str, Tensor], config: Mapping[str,
 
 
 def load_official(state_dict: Mapping[str, Tensor], config: Mapping[str, Any] | None = None) -> ChAMAEViT:
-    """Build a :class:`ChAMAEViT` from an official state dict (``model.safetensors`` of a
-    ``checkpoint-*/`` folder, or ``torch.save(model.state_dict())``); ``config`` takes the
-    official constructor keywords, anything the tensors determine may be omitted."""
-    state = _strip_prefixes(state_dict)
-    try:
-        model = build(official_config_from_state(state, config or {}))
-    except GeovitError as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(str(err)) from None
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"ChA-MAEViT tensors do not fit: missing {result.missing_keys[:8]}, "
-                              f"unexpected {result.unexpected_keys[:8]}")
-    return model.eval()
+    """Build a :class:`ChAMAEViT` from an official state dict, in eval mode.
+
+    Args:
+        state_dict: ``model.safetensors`` of a ``checkpoint-*/`` folder, or
+            ``torch.save(model.state_dict())`` (see :func:`checkpoint_filter_fn`).
+        config: the official constructor keywords; anything the tensors determine may be omitted.
+
+    Returns:
+        The loaded model.
+
+    Raises:
+        CheckpointError: a foreign file, a contradicting config, or tensors that do not fit.
+    """
+    return convert_official(state_dict, config, filter_fn=checkpoint_filter_fn, infer_fn=infer_config,
+                            build_fn=build, family="ChA-MAEViT")
 
 
 # ---------------------------------------------------------------------- registry
-_SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
-
 #: Official per-dataset recipes (specs/chamaevit.md §7). Encoder depth 11 (+ 1 decoder block).
 RECIPES: dict[str, dict[str, Any]] = {
     "so2sat": dict(img_size=32, in_chans=18, num_classes=17, num_memory_tokens=8, encoder_pooling="cls_attn_pooling",
@@ -682,7 +657,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def _create(size: str, patch_size: int, recipe: str, **overrides) -> ChAMAEViT:
-    dim, heads = _SIZES[size]
+    dim, heads = VIT_SIZES[size]
     kwargs = copy.deepcopy(RECIPES[recipe])
     kwargs.update(patch_size=patch_size, embed_dim=dim, num_heads=heads, depth=11)
     decoder = {**kwargs.pop("decoder"), **dict(overrides.pop("decoder", None) or {})}
@@ -690,34 +665,46 @@ def _create(size: str, patch_size: int, recipe: str, **overrides) -> ChAMAEViT:
     return ChAMAEViT(decoder=decoder, **kwargs)
 
 
-_RECIPE_NOTES = {
-    "so2sat": "official So2Sat recipe (18 bands, 32², 17 classes, 8 memory tokens, additive fusion, "
-              "DCP Combination r=0.25, CE T=10)",
-    "jumpcp": "official JUMP-CP recipe (8 channels, 224², 161 classes, 4 memory tokens, sigmoid fusion, "
-              "DCP Alternate r=0.25, CE T=5)",
-    "chammi": "official CHAMMI recipe (12-id channel table, proxy loss with 14 proxies, sigmoid fusion, "
-              "DCP Alternate r=0.75)",
-}
-#: variant name -> (size, patch size, recipe); keyword arguments override the recipe.
-VARIANTS: dict[str, tuple[str, int, str]] = {
-    "chamaevit_tiny_patch8": ("tiny", 8, "so2sat"),
-    "chamaevit_small_patch8": ("small", 8, "so2sat"),
-    "chamaevit_base_patch8": ("base", 8, "so2sat"),
-    "chamaevit_tiny_patch16": ("tiny", 16, "jumpcp"),
-    "chamaevit_small_patch16": ("small", 16, "jumpcp"),
-    "chamaevit_base_patch16": ("base", 16, "jumpcp"),
-    "chamaevit_small_patch16_chammi": ("small", 16, "chammi"),
-}
+@register_model
+def chamaevit_tiny_patch8(**kwargs) -> ChAMAEViT:
+    """ViT-Ti/8, official So2Sat recipe (18 bands, 32², 17 classes, 8 memory tokens, additive fusion,
+    DCP Combination r=0.25, CE T=10); keyword arguments override."""
+    return _create("tiny", 8, "so2sat", **kwargs)
 
 
-def _register(name: str, size: str, patch_size: int, recipe: str) -> None:
-    def factory(**kwargs) -> ChAMAEViT:
-        return _create(size, patch_size, recipe, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = f"ViT-{size}/{patch_size}, {_RECIPE_NOTES[recipe]}."
-    globals()[name] = register_model(factory)
+@register_model
+def chamaevit_small_patch8(**kwargs) -> ChAMAEViT:
+    """ViT-S/8, official So2Sat recipe (see :func:`chamaevit_tiny_patch8`); keyword arguments override."""
+    return _create("small", 8, "so2sat", **kwargs)
 
 
-for _name, _spec in VARIANTS.items():
-    _register(_name, *_spec)
+@register_model
+def chamaevit_base_patch8(**kwargs) -> ChAMAEViT:
+    """ViT-B/8, official So2Sat recipe (see :func:`chamaevit_tiny_patch8`); keyword arguments override."""
+    return _create("base", 8, "so2sat", **kwargs)
+
+
+@register_model
+def chamaevit_tiny_patch16(**kwargs) -> ChAMAEViT:
+    """ViT-Ti/16, official JUMP-CP recipe (8 channels, 224², 161 classes, 4 memory tokens, sigmoid fusion,
+    DCP Alternate r=0.25, CE T=5); keyword arguments override."""
+    return _create("tiny", 16, "jumpcp", **kwargs)
+
+
+@register_model
+def chamaevit_small_patch16(**kwargs) -> ChAMAEViT:
+    """ViT-S/16, official JUMP-CP recipe (see :func:`chamaevit_tiny_patch16`); keyword arguments override."""
+    return _create("small", 16, "jumpcp", **kwargs)
+
+
+@register_model
+def chamaevit_base_patch16(**kwargs) -> ChAMAEViT:
+    """ViT-B/16, official JUMP-CP recipe (see :func:`chamaevit_tiny_patch16`); keyword arguments override."""
+    return _create("base", 16, "jumpcp", **kwargs)
+
+
+@register_model
+def chamaevit_small_patch16_chammi(**kwargs) -> ChAMAEViT:
+    """ViT-S/16, official CHAMMI recipe (12-id channel table, proxy loss with 14 proxies, sigmoid fusion,
+    DCP Alternate r=0.75); keyword arguments override."""
+    return _create("small", 16, "chammi", **kwargs)

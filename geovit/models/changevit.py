@@ -44,12 +44,12 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from geovit.errors import CheckpointError, GeovitError
-from geovit.models import register_model
+from geovit.models import convert_official, find_state_dict, register_model, strip_wrapper_prefix
 from geovit.models.changevit_parts import ChangeDecoder, DetailCapture, FeatureInjector
 from geovit.models.layers import resample_pos_grid_dino, trunc_normal_init
 
-__all__ = ["ChangeViT", "PlainViT", "VARIANTS", "build", "load_official", "official_to_geovit",
-           "infer_config", "changevit_tiny", "changevit_small"]
+__all__ = ["ChangeViT", "PlainViT", "VARIANTS", "build", "checkpoint_filter_fn", "infer_config", "load_official",
+           "changevit_tiny", "changevit_small"]
 
 
 class PlainViT(nn.Module):
@@ -72,6 +72,7 @@ class PlainViT(nn.Module):
         return resample_pos_grid_dino(self.pos_embed, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> final-LayerNorm token map (B, C, H/p, W/p)."""
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         tokens = self.patch_embed(x) + self.interpolate_pos_embed(h, w).to(x.dtype)
         tokens = self.norm(self.blocks(tokens))
@@ -187,7 +188,17 @@ VARIANTS: dict[str, dict] = {
 
 
 def build(config: Mapping) -> ChangeViT:
-    """Rebuild a model from its ``model.config`` (constructor keyword arguments)."""
+    """Rebuild a model from its ``model.config`` (constructor keyword arguments).
+
+    Args:
+        config: constructor keywords.
+
+    Returns:
+        The model (random weights).
+
+    Raises:
+        GeovitError: unknown keywords or invalid settings.
+    """
     try:
         return ChangeViT(**dict(config))
     except TypeError as err:
@@ -221,31 +232,31 @@ _UNUSED = re.compile(r"^(encoder\.vit\.mask_token|encoder\.resnet\.(layer4|fc)\.
 _ANCHOR = "encoder.vit.pos_embed"
 
 
-def _unwrap(state: Mapping) -> dict:
-    """Find the flat official state dict inside ``checkpoint.pth.tar``-style nesting and strip
-    wrapper prefixes (``module.``, ``model.`` ...)."""
-    for key in ("state_dict", "model", "model_state_dict"):
-        if key in state and isinstance(state[key], Mapping) and not isinstance(state[key], torch.Tensor):
-            return _unwrap(state[key])
-    anchors = [k for k in state if isinstance(k, str) and k.endswith(_ANCHOR)]
-    if not anchors:
-        sample = ", ".join(list(map(str, state))[:5])
-        raise CheckpointError(f"not a ChangeViT checkpoint: no '{_ANCHOR}' key (expected the official "
-                              f"encoder.vit.* / encoder.resnet.* / decoder.* layout); found keys such as {sample}")
-    prefix = min(anchors, key=len)[: -len(_ANCHOR)]
-    return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+def checkpoint_filter_fn(state_dict: Mapping, model: ChangeViT | None = None) -> dict[str, torch.Tensor]:
+    """Official ChangeViT file -> geovit keys (unused ``mask_token``/``layer4``/``fc`` dropped).
 
+    Accepts ``best_model.pth`` (flat), ``checkpoint.pth.tar`` (nested under ``state_dict``, with
+    wrapper prefixes such as ``module.``) and geovit state dicts (passed unchanged).
 
-def official_to_geovit(state: Mapping) -> dict[str, torch.Tensor]:
-    """Map official ChangeViT keys to geovit keys (unused ``mask_token``/``layer4``/``fc`` dropped).
+    Args:
+        state_dict: the file's content.
+        model: accepted for the family contract; the mapping does not depend on it.
 
-    Raises :class:`CheckpointError` naming any key that belongs to neither layout.
+    Returns:
+        geovit-keyed tensors.
+
+    Raises:
+        CheckpointError: not a ChangeViT checkpoint, or a key of neither layout (named).
     """
-    out = {}
-    for key, value in _unwrap(state).items():
-        if not _UNUSED.match(key):
-            out[_geovit_key(key)] = value
-    return out
+    tensors = find_state_dict(state_dict)
+    if "vit.pos_embed" in tensors:  # already geovit keys
+        for key in tensors:
+            if not key.startswith(tuple(new for _, new in _KEY_MAP)):
+                raise CheckpointError(f"unexpected key {key!r}: not part of geovit's ChangeViT layout")
+        return tensors
+    layout = " (expected the official encoder.vit.* / encoder.resnet.* / decoder.* layout)"
+    state = strip_wrapper_prefix(tensors, _ANCHOR, family="ChangeViT", layout=layout)
+    return {_geovit_key(k): v for k, v in state.items() if not _UNUSED.match(k)}
 
 
 def _geovit_key(key: str) -> str:
@@ -263,13 +274,23 @@ def _official_key(key: str) -> str:
     return key
 
 
-def infer_config(state: Mapping[str, torch.Tensor], config: Mapping | None = None) -> dict:
+def infer_config(state_dict: Mapping[str, torch.Tensor], config: Mapping | None = None) -> dict:
     """Constructor config for a geovit-keyed state dict; explicit ``config`` entries must agree.
 
     ``embed_dim``, ``depth``, ``img_size``, ``in_chans`` come from tensor shapes; ``num_heads``
     cannot be read off the weights and defaults to 6 (both official variants use 6).
+
+    Args:
+        state_dict: output of :func:`checkpoint_filter_fn`.
+        config: constructor keywords to use (or check against the tensors).
+
+    Returns:
+        Constructor keywords.
+
+    Raises:
+        CheckpointError: a required tensor is missing or the config contradicts the tensors.
     """
-    config = dict(config or {})
+    state, config = state_dict, dict(config or {})
     try:
         pos, patch = state["vit.pos_embed"], state["vit.patch_embed.proj.weight"]
     except KeyError as err:
@@ -289,27 +310,20 @@ def infer_config(state: Mapping[str, torch.Tensor], config: Mapping | None = Non
 
 
 def load_official(state_dict: Mapping, config: Mapping | None = None) -> ChangeViT:
-    """Build a :class:`ChangeViT` from an official ``best_model.pth`` state dict or a
-    ``checkpoint.pth.tar`` dict (``{"state_dict": ..., "epoch": ...}``), in eval mode.
+    """Build a :class:`ChangeViT` from an official checkpoint, in eval mode.
 
-    ``config`` may give ``embed_dim, depth, num_heads`` (and other constructor kwargs); omitted
-    ones are inferred from the tensors where possible (``num_heads`` defaults to 6).
+    Args:
+        state_dict: ``best_model.pth`` state dict or a ``checkpoint.pth.tar`` dict
+            (``{"state_dict": ..., "epoch": ...}``).
+        config: may give ``embed_dim, depth, num_heads`` (and other constructor kwargs); omitted
+            ones are inferred from the tensors where possible (``num_heads`` defaults to 6).
+
+    Returns:
+        The loaded model.
+
+    Raises:
+        CheckpointError: a foreign file, a contradicting config, or tensors that do not fit
+            (keys named as in the official file).
     """
-    state = official_to_geovit(state_dict)
-    model = build(infer_config(state, config))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise CheckpointError(f"{len(missing)} ChangeViT weights missing, e.g. "
-                              f"{[_official_key(k) for k in missing[:4]]}")
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{len(unexpected)} keys do not fit config {model.config}, e.g. "
-                              f"{[_official_key(k) for k in unexpected[:4]]}")
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"key {_official_key(key)!r}: shape {tuple(value.shape)}, expected "
-                                  f"{tuple(expected[key].shape)} "
-                                  f"for config {model.config}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
-    return model.eval()
+    return convert_official(state_dict, config, filter_fn=checkpoint_filter_fn, infer_fn=infer_config,
+                            build_fn=build, family="ChangeViT", describe=_official_key)

@@ -10,10 +10,12 @@ where the two time steps first meet.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from timm.layers import Mlp
 from timm.models.resnet import BasicBlock, make_blocks
 from torch import nn
+
+from geovit.errors import GeovitError
+from geovit.models.layers import attention
 
 #: Channel widths of the detail-capture features c2 (1/2), c3 (1/4) and c4 (1/8).
 DETAIL_DIMS: tuple[int, int, int] = (64, 128, 256)
@@ -40,6 +42,7 @@ class DetailCapture(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, in_chans, H, W) -> ``(c2, c3, c4)`` at strides 2, 4, 8."""
         x = self.act1(self.bn1(self.conv1(x)))  # no max-pool: stays at 1/2
         c2 = self.drop(self.layer1(x))
         c3 = self.layer2(c2)
@@ -58,24 +61,21 @@ class CrossAttention(nn.Module):
     def __init__(self, dim: int, detail_dim: int, num_heads: int = 8):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by injector_heads {num_heads}")
+            raise GeovitError(f"embed_dim {dim} is not divisible by injector_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
         self.q = nn.Linear(dim, dim, bias=False)
         self.kv = nn.Linear(detail_dim, 2 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
         self.fused_attn = True
 
     def forward(self, tokens: torch.Tensor, details: torch.Tensor) -> torch.Tensor:
+        """ViT tokens (B, N, C) attend to detail tokens (B, M, detail_dim) -> (B, N, C)."""
         b, n, c = tokens.shape
         q = self.q(tokens).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         kv = self.kv(details).reshape(b, details.shape[1], 2, self.num_heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-        if self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v)
-        else:
-            x = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
+        x = attention(q, k, v, fused=self.fused_attn)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
 
@@ -94,6 +94,7 @@ class InjectorBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
 
     def forward(self, tokens: torch.Tensor, details: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, N, C) with the details (B, M, detail_dim) injected -> (B, N, C)."""
         x = tokens + self.attn(self.norm1(tokens), self.norm2(details))
         return x + self.mlp(self.norm3(x))
 
@@ -118,6 +119,7 @@ class FeatureInjector(nn.Module):
         self.fuse = nn.Conv2d(3 * dim, dim, kernel_size=1, bias=False)
 
     def forward(self, c5: torch.Tensor, details) -> torch.Tensor:
+        """c5 (B, C, h, w) and the details ``(c2, c3, c4)`` -> injected c5 (B, C, h, w)."""
         b, c, h, w = c5.shape
         tokens = _tokens(c5)
         blocks = (self.c2_c5, self.c3_c5, self.c4_c5)
@@ -167,6 +169,7 @@ class ChangeDecoder(nn.Module):
         )
 
     def forward(self, feats1, feats2) -> torch.Tensor:
+        """``(c2, c3, c4, c5)`` of both time steps -> change logits (B, 1, H, W)."""
         f2, f3, f4, f5 = (mlp(torch.cat([x, y, (x - y).abs()], dim=1))
                           for mlp, x, y in zip(self.difference, feats1, feats2))
         c4 = f4 + self.up_c5(f5)

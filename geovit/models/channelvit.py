@@ -25,64 +25,16 @@ from functools import partial
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
 from geovit.errors import CheckpointError, GeovitError
-from geovit.models import register_model
-from geovit.models.layers import resample_pos_grid_dino, trunc_normal_init
+from geovit.models import convert_official, find_state_dict, register_model, strip_wrapper_prefix
+from geovit.models.layers import (
+    VIT_HEADS_BY_WIDTH, VIT_SIZES, PatchEmbedPerChannel, channel_table_from_5d, tile_pos_embed, trunc_normal_init,
+)
 
-#: Official head count per width (the size factories of the reference code).
-OFFICIAL_NUM_HEADS: dict[int, int] = {192: 3, 384: 6, 768: 12, 1024: 16}
-
-
-def as_channel_ids(channels: torch.Tensor | None, batch: int, k: int, num_channels: int, device) -> torch.Tensor:
-    """Validate channel ids and broadcast them to a (B, k) LongTensor (default ``arange(k)``)."""
-    if channels is None:
-        if k > num_channels:
-            raise GeovitError(f"input has {k} channels but the model's channel table has {num_channels}; "
-                              "pass channels=ids to say which channels these are")
-        return torch.arange(k, device=device).expand(batch, k)
-    ids = torch.as_tensor(channels, device=device)
-    if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise GeovitError(f"channels must be integer channel ids, got dtype {ids.dtype}")
-    ids = ids.long()
-    if ids.ndim == 1:
-        ids = ids.expand(batch, -1)
-    if ids.ndim != 2 or ids.shape != (batch, k):
-        raise GeovitError(f"channels has shape {tuple(torch.as_tensor(channels).shape)}; expected ({k},) or "
-                          f"({batch}, {k}) to match the input's {k} channels")
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi >= num_channels:
-        raise GeovitError(f"channel id {hi if hi >= num_channels else lo} is outside the model's channel table "
-                          f"(ids must be in 0..{num_channels - 1})")
-    return ids
-
-
-class PatchEmbedPerChannel(nn.Module):
-    """Shared per-channel patch projection plus channel embedding (paper §3.1).
-
-    ``proj`` is stored as the official ``Conv3d(1, D, (1, p, p))`` (weight (D, 1, 1, p, p), with bias)
-    and applied as the equivalent per-channel 2-D convolution.
-    """
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv3d(1, embed_dim, kernel_size=(1, patch_size, patch_size), stride=(1, patch_size, patch_size))
-        self.channel_embed = nn.Embedding(in_chans, embed_dim)
-
-    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """(B, k, H, W), ids (B, k) -> tokens (B, k*h*w, D) in channel-major order."""
-        b, k, height, width = x.shape
-        p = self.patch_size
-        weight = self.proj.weight.squeeze(2)  # (D, 1, p, p)
-        tokens = F.conv2d(x.reshape(b * k, 1, height, width), weight, self.proj.bias, stride=p)
-        dim, h, w = tokens.shape[1:]
-        tokens = tokens.reshape(b, k, dim, h * w).transpose(2, 3)  # (B, k, N, D)
-        tokens = tokens + self.channel_embed(ids).unsqueeze(2)
-        return tokens.reshape(b, k * h * w, dim)
+__all__ = ["ChannelViT", "build", "checkpoint_filter_fn", "infer_config", "load_official"]
 
 
 class ChannelViT(nn.Module):
@@ -132,7 +84,7 @@ class ChannelViT(nn.Module):
         self.hcs_rng = random.Random(hcs_seed) if hcs_seed is not None else random
         self.last_hcs_draw: list[int] | None = None
 
-        self.patch_embed = PatchEmbedPerChannel(patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbedPerChannel(patch_size, in_chans, embed_dim, channel_init="random")
         grid = img_size // patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, embed_dim))
@@ -149,7 +101,7 @@ class ChannelViT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for p in (self.cls_token, self.pos_embed, self.patch_embed.channel_embed.weight):
+        for p in (self.cls_token, self.pos_embed):
             nn.init.trunc_normal_(p, std=0.02, a=-2.0, b=2.0)
         self.apply(trunc_normal_init)
 
@@ -164,23 +116,34 @@ class ChannelViT(nn.Module):
         stored = self.pos_embed.shape[1] - 1
         if k * h * w == stored and height == width:
             return self.pos_embed  # the official raw-table shortcut (untiled)
-        grid = resample_pos_grid_dino(self.pos_embed[:, 1:], h, w)
-        return torch.cat([self.pos_embed[:, :1], grid.repeat(1, k, 1)], dim=1)
+        return tile_pos_embed(self.pos_embed, 1, k, h, w)
 
     def prepare_tokens(self, x: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
+        """Input tokens (B, 1 + k'·N, D): CLS, then channel-major patch tokens, with positions.
+
+        Args:
+            x: (B, k, H, W), H and W multiples of the patch size.
+            channels: absolute ids (k,) or (B, k); default ``0..k-1``.
+
+        Returns:
+            The token sequence; in training mode with HCS only the drawn k' channels.
+
+        Raises:
+            GeovitError: bad shape or channel ids.
+        """
         if x.ndim != 4:
             raise GeovitError(f"input must be (B, k, H, W); got shape {tuple(x.shape)}")
         b, k, height, width = x.shape
         p = self.patch_size
         if height % p or width % p:
             raise GeovitError(f"input size {height}x{width} is not a multiple of the patch size {p}")
-        ids = as_channel_ids(channels, b, k, self.in_chans, x.device)
+        ids = self.patch_embed.resolve_channels(x, channels).ids
         if self.training and self.hcs:
             sel = self.sample_channels(k)
             self.last_hcs_draw = sel
             index = torch.as_tensor(sel, device=x.device)
             x, ids, k = x.index_select(1, index), ids.index_select(1, index), len(sel)
-        tokens = self.patch_embed(x, ids)
+        tokens = self.patch_embed(x, ids).flatten(1, 2)
         tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
         tokens = tokens + self.pos_embed_for(k, height // p, width // p, height, width)
         return self.pos_drop(tokens)
@@ -191,10 +154,20 @@ class ChannelViT(nn.Module):
         return self.norm(self.blocks(self.prepare_tokens(x, channels)))
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """CLS token of ``tokens`` through the head (or the CLS feature with ``pre_logits``)."""
         cls = tokens[:, 0]
         return cls if pre_logits else self.head(cls)
 
     def forward(self, x: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, num_classes), or the (B, D) CLS feature when ``num_classes == 0``.
+
+        Args:
+            x: (B, k, H, W) holding the k channels present.
+            channels: their absolute ids, (k,) or (B, k); default ``0..k-1``.
+
+        Returns:
+            Logits or CLS feature.
+        """
         return self.forward_head(self.forward_features(x, channels))
 
     def get_intermediate_layers(self, x: torch.Tensor, channels: torch.Tensor | None = None, n: int = 1) -> list[torch.Tensor]:
@@ -209,11 +182,8 @@ class ChannelViT(nn.Module):
 
 
 # -- registry -------------------------------------------------------------------------------------
-_SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
-
-
 def _variant(size: str, patch: int, **kwargs) -> ChannelViT:
-    dim, heads = _SIZES[size]
+    dim, heads = VIT_SIZES[size]
     cfg = dict(patch_size=patch, embed_dim=dim, depth=12, num_heads=heads, mlp_ratio=4.0, qkv_bias=True)
     cfg.update(kwargs)
     return ChannelViT(**cfg)
@@ -221,93 +191,123 @@ def _variant(size: str, patch: int, **kwargs) -> ChannelViT:
 
 @register_model
 def channelvit_tiny_patch8(**kwargs) -> ChannelViT:
+    """ChannelViT-T/8 (192 wide, 3 heads, depth 12); keyword arguments override."""
     return _variant("tiny", 8, **kwargs)
 
 
 @register_model
 def channelvit_tiny_patch16(**kwargs) -> ChannelViT:
+    """ChannelViT-T/16 (192 wide, 3 heads, depth 12); keyword arguments override."""
     return _variant("tiny", 16, **kwargs)
 
 
 @register_model
 def channelvit_small_patch8(**kwargs) -> ChannelViT:
+    """ChannelViT-S/8 (384 wide, 6 heads; the So2Sat / JUMP-CP releases); keyword arguments override."""
     return _variant("small", 8, **kwargs)
 
 
 @register_model
 def channelvit_small_patch16(**kwargs) -> ChannelViT:
+    """ChannelViT-S/16 (384 wide, 6 heads; the ImageNet releases); keyword arguments override."""
     return _variant("small", 16, **kwargs)
 
 
 @register_model
 def channelvit_base_patch8(**kwargs) -> ChannelViT:
+    """ChannelViT-B/8 (768 wide, 12 heads, depth 12); keyword arguments override."""
     return _variant("base", 8, **kwargs)
 
 
 @register_model
 def channelvit_base_patch16(**kwargs) -> ChannelViT:
+    """ChannelViT-B/16 (768 wide, 12 heads, depth 12); keyword arguments override."""
     return _variant("base", 16, **kwargs)
 
 
-# -- official checkpoints ---------------------------------------------------------------------------
+# -- family contract (official checkpoints) ----------------------------------------------------------
 def build(config: Mapping[str, Any]) -> ChannelViT:
+    """Rebuild a :class:`ChannelViT` from its ``model.config`` (constructor keywords).
+
+    Args:
+        config: constructor keywords.
+
+    Returns:
+        The model (random weights).
+    """
     return ChannelViT(**dict(config))
 
 
-_PREFIXES = ("teacher.backbone.", "teacher.", "module.backbone.", "backbone.", "module.")
+_DINO_HEAD = ("head.mlp", "head.last_layer")
 
 
-def checkpoint_filter_fn(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-    """Official file -> (geovit backbone state dict, classifier tensors or None).
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: ChannelViT | None = None) -> dict[str, torch.Tensor]:
+    """Official ChannelViT file (any layout) -> geovit keys.
 
-    Accepts the flat supervised layout, the DINO layout (channel embedding (1, D, C, 1, 1);
-    ``teacher.``/``student.`` prefixes, the teacher is taken) and Lightning checkpoints
-    (``state_dict`` with ``backbone.*`` and ``classifier.*``).
+    Accepts the flat supervised layout (released files), the DINO layout (channel embedding a
+    (1, D, C, 1, 1) parameter; ``teacher.``/``student.`` prefixes, the teacher is taken) and
+    Lightning checkpoints (``state_dict`` with ``backbone.*`` and ``classifier.*``, which becomes
+    ``head.*``); a geovit state dict passes unchanged.
+
+    Args:
+        state_dict: the file's content.
+        model: when given, a classifier the model has no head for (``num_classes=0``) is dropped.
+
+    Returns:
+        geovit-keyed tensors.
+
+    Raises:
+        CheckpointError: not a ChannelViT checkpoint.
     """
-    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    elif "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    classifier = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("classifier.")}
-    prefix = next((p for p in _PREFIXES if any(k.startswith(p + "cls_token") for k in tensors)), "")
-    if not prefix and "cls_token" not in tensors:
-        raise CheckpointError("not a ChannelViT checkpoint: no cls_token (also looked under "
-                              f"{', '.join(repr(p) for p in _PREFIXES)})")
-    out = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    out = {k: v for k, v in out.items() if not k.startswith(("head.mlp", "head.last_layer"))}  # DINO head
+    tensors = find_state_dict(state_dict)
+    out = strip_wrapper_prefix(tensors, "cls_token", family="ChannelViT")
+    out = {k: v for k, v in out.items() if not k.startswith(_DINO_HEAD)}
+    if "head.weight" not in out:
+        out.update({"head." + k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")})
     if "patch_embed.channel_embed" in out:  # non-HCS / DINO layout (1, D, C, 1, 1)
-        emb = out.pop("patch_embed.channel_embed")
-        out["patch_embed.channel_embed.weight"] = emb[0, :, :, 0, 0].t().contiguous()
+        out["patch_embed.channel_embed.weight"] = channel_table_from_5d(out.pop("patch_embed.channel_embed"))
     proj = out.get("patch_embed.proj.weight")
     if proj is None or proj.ndim != 5 or "patch_embed.channel_embed.weight" not in out:
         raise CheckpointError("not a ChannelViT checkpoint: expected patch_embed.proj.weight of shape "
                               "(D, 1, 1, p, p) and a channel embedding (patch_embed.channel_embed[.weight])")
-    return out, (classifier or None)
+    if model is not None and model.num_classes == 0:
+        out = {k: v for k, v in out.items() if not k.startswith("head.")}
+    return out
 
 
-def infer_config(sd: Mapping[str, torch.Tensor], classifier: Mapping[str, torch.Tensor] | None,
-                 config: Mapping[str, Any]) -> dict[str, Any]:
-    """Constructor config from tensor shapes; ``config`` (official names) overrides."""
+_CONFIG_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias",
+                "num_classes")
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Constructor config from the tensor shapes of a geovit-keyed state dict.
+
+    Args:
+        state_dict: output of :func:`checkpoint_filter_fn`.
+        config: official constructor keywords that override (``num_heads`` for widths without
+            an official head count; ``num_classes=0`` drops a stored classifier).
+
+    Returns:
+        Constructor keywords.
+
+    Raises:
+        CheckpointError: unknown config keys, or no head count for the width.
+    """
+    sd, config = state_dict, dict(config or {})
     dim = sd["cls_token"].shape[-1]
     patch = sd["patch_embed.proj.weight"].shape[-1]
     grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
-    num_classes = 0
-    if "head.weight" in sd:
-        num_classes = sd["head.weight"].shape[0]
-    elif classifier is not None and "weight" in classifier:
-        num_classes = classifier["weight"].shape[0]
+    depth = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.")), default=-1)
+    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
     cfg: dict[str, Any] = dict(
         img_size=grid * patch, patch_size=patch, in_chans=sd["patch_embed.channel_embed.weight"].shape[0],
-        embed_dim=dim, depth=depth, num_heads=OFFICIAL_NUM_HEADS.get(dim), mlp_ratio=hidden / dim,
-        qkv_bias="blocks.0.attn.qkv.bias" in sd, num_classes=num_classes,
+        embed_dim=dim, depth=depth, num_heads=VIT_HEADS_BY_WIDTH.get(dim), mlp_ratio=hidden / dim,
+        qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
     )
-    allowed = {"img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_classes"}
-    unknown = set(config) - allowed
+    unknown = set(config) - set(_CONFIG_KEYS)
     if unknown:
-        raise CheckpointError(f"unknown config keys {sorted(unknown)}; expected some of {sorted(allowed)}")
+        raise CheckpointError(f"unknown config keys {sorted(unknown)}; expected some of {sorted(_CONFIG_KEYS)}")
     cfg.update(config)
     if isinstance(cfg["img_size"], (list, tuple)):
         cfg["img_size"] = int(cfg["img_size"][0])
@@ -318,17 +318,18 @@ def infer_config(sd: Mapping[str, torch.Tensor], classifier: Mapping[str, torch.
     return cfg
 
 
-def load_official(state: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> ChannelViT:
-    """Official ChannelViT checkpoint (any layout) -> geovit :class:`ChannelViT` in eval mode."""
-    sd, classifier = checkpoint_filter_fn(state)
-    cfg = infer_config(sd, classifier, dict(config or {}))
-    model = ChannelViT(**cfg)
-    if classifier is not None and cfg["num_classes"] > 0:
-        sd = {**sd, "head.weight": classifier["weight"], "head.bias": classifier["bias"]}
-    try:
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-    except RuntimeError as err:  # shape mismatch
-        raise CheckpointError(f"tensors do not fit a ChannelViT with {cfg}: {err}") from None
-    if missing or unexpected:
-        raise CheckpointError(f"tensors do not fit a ChannelViT with {cfg}: missing {missing[:6]}, unexpected {unexpected[:6]}")
-    return model.eval()
+def load_official(state_dict: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> ChannelViT:
+    """Official ChannelViT checkpoint (any layout) -> geovit :class:`ChannelViT` in eval mode.
+
+    Args:
+        state_dict: the file's content (see :func:`checkpoint_filter_fn`).
+        config: see :func:`infer_config`.
+
+    Returns:
+        The loaded model.
+
+    Raises:
+        CheckpointError: a foreign file or tensors that do not fit.
+    """
+    return convert_official(state_dict, config, filter_fn=checkpoint_filter_fn, infer_fn=infer_config,
+                            build_fn=build, family="ChannelViT")
