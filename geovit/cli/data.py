@@ -1,34 +1,43 @@
 """``geovit data synth NAME OUT_DIR`` and ``geovit data stats``: synthetic data sets and band statistics.
 
-Synthetic writers live next to their loaders; this table names them. Each is a function
-``write(out_dir: Path, *, num_samples: int | None, seed: int) -> Path`` that writes files in the
-exact on-disk format of the real release and returns the dataset root.
+``synth`` writes the synthetic set of any dataset in the registry (:mod:`geovit.data.registry`,
+plugins included): files in the exact on-disk format of the real release, written by the
+``synthetic`` writer of the dataset's :class:`~geovit.data.registry.DatasetInfo`.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
-#: dataset name -> "module:function"
-SYNTH_WRITERS: dict[str, str] = {
-    "so2sat": "geovit.data.so2sat:write_synthetic",
-    "jumpcp": "geovit.data.jumpcp:write_synthetic",
-    "chammi": "geovit.data.chammi:write_synthetic",
-    "levircd": "geovit.data.levircd:write_synthetic",
-    "pdearena_ns2d": "pdes.synthetic:write_synthetic_ns2d",
-    "pdebench_cfd2d": "pdes.synthetic:write_synthetic_cfd2d",
-}
 
+class _RegisteredNames:
+    """``choices`` for the dataset argument, read from the registry only when the argument is used.
 
-def synth_writer(name: str):
-    """The synthetic-data writer registered for ``name`` (imported on demand)."""
-    module, func = SYNTH_WRITERS[name].split(":")
-    return getattr(importlib.import_module(module), func)
+    Listing the registry loads every plugin; doing it lazily keeps ``geovit --help`` and the
+    other commands from importing them.
+    """
+
+    def __contains__(self, name: object) -> bool:
+        from geovit.data.registry import get_dataset
+        from geovit.errors import GeovitError
+
+        try:  # geovit's own names are found without loading the plugins
+            get_dataset(str(name))
+        except GeovitError:
+            return False
+        return True
+
+    def __iter__(self):
+        from geovit.data.registry import list_datasets
+
+        return iter(list_datasets())
 
 
 def _synth(args: argparse.Namespace) -> int:
-    root = synth_writer(args.name)(Path(args.out_dir), num_samples=args.num_samples, seed=args.seed)
+    from geovit.data.registry import get_dataset
+
+    write = get_dataset(args.name).load("synthetic")
+    root = write(Path(args.out_dir), num_samples=args.num_samples, seed=args.seed)
     print(f"wrote synthetic {args.name} data (SYNTHETIC, not the real release) to {root}")
     return 0
 
@@ -40,10 +49,15 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
+    """Add ``data {synth,stats}`` to the ``geovit`` sub-command parsers.
+
+    Args:
+        sub: the ``add_subparsers()`` object of the ``geovit`` parser.
+    """
     p = sub.add_parser("data", help="synthetic data sets and dataset statistics")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     s = dsub.add_parser("synth", help="write a small synthetic data set in the real on-disk format")
-    s.add_argument("name", choices=sorted(SYNTH_WRITERS))
+    s.add_argument("name", metavar="NAME", choices=_RegisteredNames(), help="registered dataset: %(choices)s")
     s.add_argument("out_dir")
     s.add_argument("--num-samples", type=int, default=None, help="size (dataset-specific default)")
     s.add_argument("--seed", type=int, default=0)
