@@ -16,113 +16,44 @@ import argparse
 import json
 from pathlib import Path
 
-from geovit._io import atomic_write_text
 from geovit.errors import DataError, GeovitError
 
-#: ``geovit pdes train`` settings (``--config`` YAML keys). Model keys are VICON constructor kwargs.
-TRAIN_DEFAULTS: dict = {
-    # model (pdes.vicon.VICON); patch_size None = frame_size // num_patches
-    "embed_dim": 128, "num_heads": 4, "mlp_dim": 256, "depth": 4, "dropout": 0.0, "max_pairs": 10,
-    "num_patches": 4, "patch_size": None,
-    # data: frame_size None = the stored resolution; channels None = every field of each data set
-    "frame_size": None, "channels": None, "num_pairs": 10, "max_stride": 5,
-    # optimisation (official: lr 1e-4, wd 1e-4, 20k warm-up steps of 200k, clip 1.0, min_ex 5)
-    "lr": 5e-4, "weight_decay": 1e-4, "warmup_steps": 200, "total_steps": None, "grad_clip": 1.0, "min_ex": 5,
-    "batch_size": 8, "max_steps": 2000,
-    # generated data when no --data is given
-    "synthetic_resolution": 32, "synthetic_trajectories": 24,
-}
-MODEL_KEYS = ("embed_dim", "num_heads", "mlp_dim", "depth", "dropout", "max_pairs", "num_patches", "patch_size")
-
-
 # ---------------------------------------------------------------------------- train
-def _train_datasets(cfg: dict, roots: list[Path], seed: int):
-    from pdes.data import PromptDataset, SplitNotFound, check_same_frames
-
-    common = dict(channels=cfg["channels"], frame_size=cfg["frame_size"])
-    train = [PromptDataset(r, "train", num_pairs=cfg["num_pairs"], max_stride=cfg["max_stride"], seed=seed, **common)
-             for r in roots]
-    sizes = {d.frame_size for d in train}
-    if len(sizes) > 1:
-        raise DataError(f"--data: data sets have different frame sizes {sorted(sizes)}; set frame_size in --config "
-                        "to a common size (frames are average-pooled by an integer factor)")
-    frame = sizes.pop()
-    valid = []
-    for r in roots:
-        try:
-            valid.append(PromptDataset(r, "valid", num_pairs=cfg["num_pairs"], max_stride=cfg["max_stride"],
-                                       seed=seed + 1, **common))
-        except SplitNotFound:  # validation is optional
-            pass
-    check_same_frames(train + valid, frame)
-    return train, valid, frame
-
-
-def _model_config(cfg: dict, frame: int) -> dict:
-    model = {k: cfg[k] for k in MODEL_KEYS}
-    if model["patch_size"] is None:
-        if frame % model["num_patches"]:
-            raise GeovitError(f"num_patches={model['num_patches']} does not divide the frame size {frame}; "
-                              "set num_patches/patch_size in --config")
-        model["patch_size"] = frame // model["num_patches"]
-    if model["num_patches"] * model["patch_size"] != frame:
-        raise GeovitError(f"num_patches * patch_size = {model['num_patches'] * model['patch_size']} but the data "
-                          f"frames are {frame}x{frame}")
-    if cfg["num_pairs"] > model["max_pairs"] or cfg["min_ex"] >= cfg["num_pairs"]:
-        raise GeovitError(f"num_pairs={cfg['num_pairs']}, min_ex={cfg['min_ex']}, max_pairs={model['max_pairs']}: "
-                          "expected min_ex < num_pairs <= max_pairs")
-    model["num_channels"] = 7
-    return model
-
-
 def _train(args: argparse.Namespace) -> int:
     import lightning as L
 
-    from geovit.training import build_trainer, merged_config, output_dir, resume_path
-    from pdes.training import VICONModule, combined_loader
+    from geovit.cli.options import print_config_and_exit, resolve_config
+    from geovit.training import build_trainer, output_dir, resume_path
+    from pdes.config import VICONConfig
+    from pdes.datamodule import VICONDataModule
+    from pdes.datasets import resolve_vicon_data
+    from pdes.training import VICONTask
 
-    cfg = merged_config(args, TRAIN_DEFAULTS, cli_keys=("batch_size", "max_steps"))
-    out = output_dir(args, "pdes")
-    L.seed_everything(args.seed, workers=True, verbose=False)
-    roots = [Path(d) for d in args.data or []]
-    if not roots:
-        from pdes.synthetic import write_default_sets
-
-        where = out / "synthetic_data"
-        n = int(cfg["synthetic_trajectories"])
-        wanted = {"resolution": int(cfg["synthetic_resolution"]), "trajectories": n, "seed": args.seed}
-        marker = where / "COMPLETE.json"  # written last: an interrupted generation is redone
-        if not marker.is_file() or json.loads(marker.read_text()) != wanted:
-            print(f"no --data given: generating SYNTHETIC training data (smoke in PDEArena format, compressible "
-                  f"flow in PDEBench/VICON format, {cfg['synthetic_resolution']}², {n} train trajectories each) "
-                  f"in {where}")
-            write_default_sets(where, resolution=int(cfg["synthetic_resolution"]), seed=args.seed,
-                               splits={"train": n, "valid": max(n // 6, 2), "test": max(n // 6, 2)})
-            atomic_write_text(marker, json.dumps(wanted) + "\n")
-        else:
-            print(f"no --data given: using the SYNTHETIC data generated earlier in {where}")
-        roots = [where / "ns2d", where / "cfd2d"]
-    train, valid, frame = _train_datasets(cfg, roots, args.seed)
-    model = _model_config(cfg, frame)
-    max_steps = int(cfg["max_steps"])
-    module = VICONModule(
-        model, lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
-        warmup_steps=int(cfg["warmup_steps"]), total_steps=int(cfg["total_steps"] or max_steps),
-        min_ex=int(cfg["min_ex"]), datasets=[str(r) for r in roots],
-    )
-    print("training VICON on " + ", ".join(f"{d.name} ({len(d)} trajectories)" for d in train)
-          + f"; frames {frame}x{frame}, {sum(p.numel() for p in module.model.parameters()):,} parameters")
-    batch = int(cfg["batch_size"])
-    trainer = build_trainer(args, out, monitor="valid/loss" if valid else None, mode="min", max_steps=max_steps,
-                            gradient_clip_val=float(cfg["grad_clip"]),
+    cfg = resolve_config(args, VICONConfig)
+    if print_config_and_exit(args, cfg):
+        return 0
+    ckpt = resume_path(cfg, VICONTask.family)
+    out = output_dir(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    roots = resolve_vicon_data(cfg.data, out, resolution=cfg.synthetic_resolution,
+                               trajectories=cfg.synthetic_trajectories, seed=cfg.seed)
+    dm = VICONDataModule(roots, num_pairs=cfg.num_pairs, max_stride=cfg.max_stride, channels=cfg.channels,
+                         frame_size=cfg.frame_size, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                         seed=cfg.seed)
+    dm.setup("fit")
+    max_steps = int(cfg.max_steps)
+    task = VICONTask(cfg.model_config(dm.frame_size), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                     warmup_steps=cfg.warmup_steps, total_steps=cfg.total_steps or max_steps, min_ex=cfg.min_ex,
+                     datasets=[str(r) for r in roots])
+    frame = dm.frame_size
+    print("training VICON on " + ", ".join(f"{d.name} ({len(d)} trajectories)" for d in dm.train_datasets)
+          + f"; frames {frame}x{frame}, {sum(p.numel() for p in task.model.parameters()):,} parameters")
+    valid = dm.has_validation
+    trainer = build_trainer(cfg, monitor=task.monitor if valid else None, mode=task.monitor_mode, max_steps=max_steps,
+                            gradient_clip_val=cfg.grad_clip,
                             check_val_every_n_epoch=None, val_check_interval=min(max_steps, 200) if valid else None,
                             limit_val_batches=4 if valid else 0, log_every_n_steps=max(1, min(50, max_steps // 20)))
-    trainer.fit(
-        module,
-        train_dataloaders=combined_loader(train, batch, num_workers=args.num_workers, seed=args.seed),
-        val_dataloaders=combined_loader(valid, batch, mode="max_size", shuffle=False) if valid else None,
-        ckpt_path=resume_path(args, out),
-    )
+    trainer.fit(task, datamodule=dm, ckpt_path=ckpt)
     print(f"checkpoints in {out / 'checkpoints'}, logs in {out / 'logs'}")
     return 0
 
@@ -283,16 +214,14 @@ def _positive(text: str) -> int:
 
 
 def add_commands(sub) -> None:
-    from geovit.training import add_training_args
+    from geovit.cli.options import add_config_flags
+    from pdes.config import VICONConfig
 
     p = sub.add_parser("pdes", help="VICON: in-context operator learning and rollout of fluid fields")
     psub = p.add_subparsers(dest="pdes_command", metavar="ACTION", required=True)
 
     t = psub.add_parser("train", help="train VICON on PDEArena / PDEBench data sets (one batch of each per step)")
-    t.add_argument("--data", nargs="+", default=None, metavar="DIR",
-                   help="data sets (PDEArena shard folder, PDEBench .hdf5 folder/file, VICON {split}/ folder); "
-                        "none: generate synthetic ones in OUT/synthetic_data")
-    add_training_args(t)
+    add_config_flags(t, VICONConfig)
     t.set_defaults(func=_train)
 
     r = psub.add_parser("rollout", help="autoregressive rollout: last-step errors (CSV) and plots (PNG)")

@@ -1,8 +1,10 @@
 """The ``geovit`` command.
 
 Each command module exposes ``add_commands(subparsers)`` and sets ``func`` on its parsers
-(``func(args) -> int | None``). Bad input raises :class:`geovit.GeovitError`; the CLI prints
-its message without a traceback and exits with status 2.
+(``func(args) -> int | None``). geovit's own modules are listed in :data:`COMMAND_MODULES`;
+other packages (``pdes``, ``causal``) add theirs through the ``geovit.commands`` entry point
+group (:mod:`geovit.plugins`). Bad input raises :class:`geovit.GeovitError`; the CLI prints its
+message without a traceback and exits with status 2.
 """
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ import importlib
 import sys
 
 from geovit.errors import GeovitError
+from geovit.plugins import load_entry_points
 
-#: Modules that contribute sub-commands, in the order they appear in ``geovit --help``.
+#: geovit's modules that contribute sub-commands, in the order they appear in ``geovit --help``
+#: (entry-point commands follow, by name).
 COMMAND_MODULES: tuple[str, ...] = (
     "geovit.cli.classify",   # train, evaluate, demo
     "geovit.cli.pretrain",   # pretrain, probe
     "geovit.cli.change",     # change {train,evaluate,predict}
-    "pdes.cli",              # pdes {train,rollout,synth}
-    "causal.cli",            # cate
     "geovit.cli.data",       # data {synth,stats}
     "geovit.cli.convert",    # convert
 )
@@ -31,13 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"geovit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:  # a part not present in this build
-            if err.name != name:
-                raise
-            continue
-        module.add_commands(sub)
+        importlib.import_module(name).add_commands(sub)
+    for add_commands in load_entry_points("geovit.commands").values():
+        add_commands(sub)
     return parser
 
 

@@ -17,24 +17,10 @@ import io
 import json
 from pathlib import Path
 
+from geovit.cli.options import add_config_flags, positive_int, print_config_and_exit, resolve_config
+from geovit.config import ChangeConfig
 from geovit.errors import GeovitError
 
-DEFAULTS = {
-    "data": None, "model": "changevit_tiny", "model_kwargs": {}, "tile": 256, "batch_size": 16,
-    "lr": 2e-4, "weight_decay": 1e-4, "warmup_steps": 200, "normalization": "imagenet",
-    "labels": "auto", "max_steps": 80_000, "plot_samples": 4,
-}
-METRICS = ("precision", "recall", "f1", "iou", "oa", "kappa")
-
-
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"depth\": 4}'")
-    return value
 
 
 def _bands(text: str) -> tuple[int, ...]:
@@ -53,43 +39,31 @@ def _device(name: str | None) -> str:
 # ------------------------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
     import lightning as L
-    from torch.utils.data import DataLoader
 
-    from geovit.data.change_transforms import ChangeTiles, make_transforms
-    from geovit.data.levircd import LEVIRCD
-    from geovit.tasks.change import MONITOR, ChangeDetectionTask, ValidationGrid
-    from geovit.training import build_trainer, merged_config, output_dir, resume_path
+    from geovit.data.datamodules import LEVIRCDDataModule
+    from geovit.tasks.change import ChangeDetectionTask, ValidationGrid
+    from geovit.training import build_trainer, output_dir, resume_path
 
-    cfg = merged_config(args, DEFAULTS, cli_keys=[k for k in DEFAULTS if k != "max_steps"])
-    if not cfg["data"]:
+    cfg = resolve_config(args, ChangeConfig)
+    if print_config_and_exit(args, cfg):
+        return 0
+    if not cfg.data:
         raise GeovitError("--data: give the dataset folder (a LEVIR-CD layout, see `geovit change train -h`)")
-    out = output_dir(args, "change")
-    L.seed_everything(args.seed, workers=True)
-    norm, tile = cfg["normalization"], cfg["tile"]
-    train_base = LEVIRCD(cfg["data"], "train", labels=cfg["labels"])
-    try:
-        val_base = LEVIRCD(cfg["data"], "val", labels=cfg["labels"])
-    except GeovitError as err:
-        raise GeovitError(f"{err}\n(geovit picks the checkpoint on the val split, never on test: "
-                          "create a val split, e.g. a few train scenes moved to val/)") from None
-    train_ds = ChangeTiles(train_base, tile, transforms=make_transforms(True, norm))
-    val_ds = ChangeTiles(val_base, tile, transforms=make_transforms(False, norm), mark_unowned=True)
-    raw_val = ChangeTiles(val_base, tile)
-    k = min(cfg["plot_samples"], len(raw_val))
-    plot_samples = [raw_val[i * len(raw_val) // k] for i in range(k)] if k else []
-    loader = dict(batch_size=cfg["batch_size"], num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
-    task = ChangeDetectionTask(model=cfg["model"], model_kwargs=cfg["model_kwargs"], lr=cfg["lr"],
-                               weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"],
-                               normalization=norm, tile=tile)
-    # the reference recipe counts steps (80k); an explicit --max-epochs alone means epochs
-    max_steps = None if args.max_epochs is not None and args.max_steps is None else cfg["max_steps"]
-    trainer = build_trainer(args, out, monitor=MONITOR, mode="max", max_steps=max_steps,
-                            callbacks=[ValidationGrid(plot_samples, out / "plots")])
-    trainer.fit(task, DataLoader(train_ds, shuffle=True, **loader), DataLoader(val_ds, **loader),
-                ckpt_path=resume_path(args, out))
+    ckpt = resume_path(cfg, ChangeDetectionTask.family)
+    out = output_dir(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    dm = LEVIRCDDataModule(cfg.data, tile=cfg.tile, normalization=cfg.normalization, labels=cfg.labels,
+                           batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed)
+    dm.setup("fit")
+    task = ChangeDetectionTask(model=cfg.model, model_kwargs=cfg.model_kwargs, lr=cfg.lr,
+                               weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                               normalization=cfg.normalization, tile=cfg.tile)
+    trainer = build_trainer(cfg, monitor=task.monitor, mode=task.monitor_mode,
+                            callbacks=[ValidationGrid(dm.plot_samples(cfg.plot_samples), out / "plots")])
+    trainer.fit(task, datamodule=dm, ckpt_path=ckpt)
     best = trainer.checkpoint_callback.best_model_path
     score = trainer.checkpoint_callback.best_model_score
-    print(f"best checkpoint (chosen on {MONITOR}"
+    print(f"best checkpoint (chosen on {task.monitor}"
           f"{'' if score is None else f' = {float(score):.4f}'}): {best or out / 'checkpoints' / 'last.ckpt'}")
     return 0
 
@@ -123,23 +97,24 @@ def evaluate_split(task, data: str, split: str, *, tile: int, labels: str = "aut
 
 def _evaluate(args: argparse.Namespace) -> int:
     from geovit._io import atomic_write_text
-    from geovit.tasks.change import find_checkpoint, load_task
+    from geovit.tasks.base import find_checkpoint
+    from geovit.tasks.change import SCORES, ChangeDetectionTask
 
     ckpt = find_checkpoint(args.checkpoint)
-    task = load_task(ckpt)
+    task = ChangeDetectionTask.load_from_checkpoint(ckpt)
     tile = task.hparams.tile if args.tile is None else args.tile
     scores = evaluate_split(task, args.data, args.split, tile=tile, labels=args.labels, pad=args.pad,
                             batch_size=args.batch_size, device=_device(args.device))
     scores["checkpoint"] = str(ckpt)
     print(f"{args.split}: {scores['scenes']} scenes, {scores['pixels']} pixels ({scores['protocol']})")
-    for key in METRICS:
+    for key in SCORES:
         print(f"  {key:<9} {100 * scores[key]:7.2f} %")
     out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
     atomic_write_text(out / f"metrics_{args.split}.json", json.dumps(scores, indent=2) + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["split", *METRICS, "tn", "fp", "fn", "tp"])
-    writer.writerow([args.split, *(f"{scores[k]:.6f}" for k in METRICS), *(v for row in scores["confusion"] for v in row)])
+    writer.writerow(["split", *SCORES, "tn", "fp", "fn", "tp"])
+    writer.writerow([args.split, *(f"{scores[k]:.6f}" for k in SCORES), *(v for row in scores["confusion"] for v in row)])
     atomic_write_text(out / f"metrics_{args.split}.csv", buf.getvalue())
     print(f"wrote {out / f'metrics_{args.split}.json'} and .csv")
     return 0
@@ -156,9 +131,9 @@ def _predictor(args: argparse.Namespace, device: str):
         model = load_converted(args.checkpoint, family="changevit").to(device)
         norm = args.normalization or "imagenet"
         return lambda t1, t2: model(normalize_rgb(t1, norm), normalize_rgb(t2, norm))
-    from geovit.tasks.change import load_task
+    from geovit.tasks.change import ChangeDetectionTask
 
-    task = load_task(args.checkpoint, map_location=device)
+    task = ChangeDetectionTask.load_from_checkpoint(args.checkpoint, map_location=device)
     if args.normalization and args.normalization != task.hparams.normalization:
         raise GeovitError(f"--normalization {args.normalization}: the checkpoint was trained with "
                           f"{task.hparams.normalization!r}; omit the flag")
@@ -188,8 +163,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- parsers
 def add_commands(sub) -> None:
-    from geovit.training import add_training_args
-
     p = sub.add_parser("change", help="ChangeViT change detection: train, evaluate, predict on GeoTIFFs")
     csub = p.add_subparsers(dest="change_command", metavar="ACTION", required=True)
 
@@ -197,18 +170,7 @@ def add_commands(sub) -> None:
                         description="Layouts: DIR/{train,val,test}/{A,B,label}/*.png (original, open-cd; "
                                     "CLCD's time1/time2 too), DIR/{A,B,label}/ + DIR/list/{split}.txt "
                                     "(LEVIR-CD-256, WHU-CD-256), torchgeo's DIR/{A,B,label}/{split}_*.png.")
-    t.add_argument("--data", help="dataset folder")
-    t.add_argument("--model", help=f"registered ChangeViT variant (default {DEFAULTS['model']})")
-    t.add_argument("--model-kwargs", dest="model_kwargs", type=_json_dict, help="JSON overrides, e.g. '{\"depth\": 4}'")
-    t.add_argument("--tile", type=int, help="training/validation tile side, multiple of 16 (default 256; 0 = whole scenes)")
-    t.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4)")
-    t.add_argument("--weight-decay", dest="weight_decay", type=float, help="Adam L2 weight decay (default 1e-4)")
-    t.add_argument("--warmup-steps", dest="warmup_steps", type=int, help="linear warm-up steps (default 200)")
-    t.add_argument("--normalization", choices=("imagenet", "half"), help="input statistics (default imagenet)")
-    t.add_argument("--labels", choices=("auto", "strict", "nonzero"),
-                   help="strict: labels must be 0/255; nonzero: any >0 is change; auto (default): nonzero for torchgeo's layout")
-    t.add_argument("--plot-samples", dest="plot_samples", type=int, help="val tiles in the per-epoch plot (default 4)")
-    add_training_args(t)
+    add_config_flags(t, ChangeConfig)
     t.set_defaults(func=_train)
 
     e = csub.add_parser("evaluate", help="precision/recall/F1/IoU/OA/kappa over all pixels of a split")
@@ -218,7 +180,7 @@ def add_commands(sub) -> None:
     e.add_argument("--tile", type=int, default=None, help="tile side (default: the training tile; 0 = whole scenes)")
     e.add_argument("--pad", action="store_true", help="pad whole scenes to multiples of 16 (padding is not scored)")
     e.add_argument("--labels", default="auto", choices=("auto", "strict", "nonzero"))
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--batch-size", type=positive_int, default=8)
     e.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
     e.add_argument("--out", default=None, help="folder for metrics_<split>.json/.csv (default: the run folder)")
     e.set_defaults(func=_evaluate)
@@ -230,7 +192,7 @@ def add_commands(sub) -> None:
     r.add_argument("--out", required=True, help="output change GeoTIFF: 1 change, 0 none, 255 nodata")
     r.add_argument("--tile", type=int, default=256, help="tile side, multiple of 16")
     r.add_argument("--overlap", type=int, default=None, help="overlap between tiles, blended (default tile/4 = 64)")
-    r.add_argument("--batch-size", type=int, default=4)
+    r.add_argument("--batch-size", type=positive_int, default=4)
     r.add_argument("--threshold", type=float, default=0.5, help="change where probability > threshold")
     r.add_argument("--bands", type=_bands, default=None, help="RGB band numbers when the raster has != 3 bands")
     r.add_argument("--scale", type=float, default=None, help="multiply non-8-bit values into 0-255")

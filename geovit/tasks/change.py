@@ -9,34 +9,58 @@ during training. Pixels whose mask is :data:`~geovit.data.change_transforms.IGNO
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import lightning as L
 import torch
 
 from geovit.data.change_transforms import IGNORE_INDEX, normalize_rgb
-from geovit.errors import CheckpointError
 from geovit.models import create_model
-from geovit.tasks.change_metrics import ChangeConfusion, bce_dice_loss_from_logits, change_scores
+from geovit.tasks.base import BaseTask, build_optimizer, build_scheduler
+from geovit.tasks.change_metrics import ChangeConfusion, bce_dice_loss_from_logits
 
 FAMILY = "changevit"
 #: metric logged each validation epoch and used to pick the best checkpoint
 MONITOR = "val_f1"
+#: scores of the change class logged as ``val_<score>`` / ``test_<score>``
+SCORES = ("precision", "recall", "f1", "iou", "oa", "kappa")
 
 
-class ChangeDetectionTask(L.LightningModule):
-    """ChangeViT trained with the reference recipe; ``family="changevit"`` marks its checkpoints."""
+class ChangeDetectionTask(BaseTask):
+    """ChangeViT trained with the reference recipe; ``val_f1`` picks the best checkpoint.
+
+    Args:
+        model: registered ChangeViT variant.
+        model_kwargs: constructor overrides.
+        lr: Adam learning rate.
+        weight_decay: Adam L2 weight decay.
+        betas: Adam betas.
+        warmup_steps: warm-up steps (from 0.1× the learning rate).
+        poly_power: exponent of the poly decay.
+        normalization: input statistics (``imagenet`` or ``half``).
+        threshold: change where the probability is above it.
+        tile: training tile side (default tile of ``geovit change evaluate``).
+    """
+
+    family = FAMILY
+    monitor = MONITOR
 
     def __init__(self, model: str = "changevit_tiny", model_kwargs: dict | None = None, lr: float = 2e-4,
                  weight_decay: float = 1e-4, betas: Sequence[float] = (0.9, 0.99), warmup_steps: int = 200,
                  poly_power: float = 0.9, normalization: str = "imagenet", threshold: float = 0.5,
-                 tile: int = 256, family: str = FAMILY):
+                 tile: int = 256):
         super().__init__()
-        self.save_hyperparameters()
-        self.model = create_model(model, **(model_kwargs or {}))
-        self.val_confusion = ChangeConfusion(threshold=threshold, from_logits=True)
+
+    def configure_models(self) -> None:
+        self.model = create_model(self.hparams.model, **(self.hparams.model_kwargs or {}))
+
+    def configure_losses(self) -> None:
+        self.criterion = bce_dice_loss_from_logits
+
+    def configure_metrics(self) -> None:
+        self.val_confusion = ChangeConfusion(threshold=self.hparams.threshold, from_logits=True)
+        self.test_confusion = ChangeConfusion(threshold=self.hparams.threshold, from_logits=True)
 
     # --------------------------------------------------------------------------------- forward
     def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
@@ -53,7 +77,7 @@ class ChangeDetectionTask(L.LightningModule):
         image, mask = batch["image"], batch["mask"]
         logits = self.model.forward_logits(image[:, 0], image[:, 1])[:, 0]
         valid = mask != IGNORE_INDEX
-        loss = bce_dice_loss_from_logits(logits[valid], mask[valid].float())
+        loss = self.criterion(logits[valid], mask[valid].float())
         return loss, logits, valid
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -61,34 +85,38 @@ class ChangeDetectionTask(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["mask"]))
         return loss
 
-    def on_validation_epoch_start(self) -> None:
-        self.val_confusion.reset()
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        loss, logits, valid = self._loss_and_logits(batch)
+        getattr(self, f"{stage}_confusion").update(logits, batch["mask"] == 1, valid=valid)
+        self.log(f"{stage}_loss", loss, batch_size=len(batch["mask"]), sync_dist=True)
+
+    def _log_scores(self, stage: str) -> None:
+        confusion = getattr(self, f"{stage}_confusion")
+        scores = confusion.compute()  # one confusion matrix over every rank's pixels
+        for key in SCORES:
+            self.log(f"{stage}_{key}", scores[key], prog_bar=key == "f1")
+        confusion.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logits, valid = self._loss_and_logits(batch)
-        self.val_confusion.update(logits, batch["mask"] == 1, valid=valid)
-        self.log("val_loss", loss, batch_size=len(batch["mask"]))
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        # one confusion matrix over every rank's pixels (under DDP each rank saw a shard)
-        matrix = self.trainer.strategy.reduce(self.val_confusion.matrix.to(self.device), reduce_op="sum")
-        scores = change_scores(matrix.cpu())
-        for key in ("precision", "recall", "f1", "iou", "oa", "kappa"):
-            self.log(f"val_{key}", scores[key], prog_bar=key == "f1")
+        self._log_scores("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
 
     # ------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.Adam(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=1e-8, weight_decay=hp.weight_decay)
+        opt = build_optimizer(self, name="adam", lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas),
+                              decay_norms_and_biases=True)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-
-        def factor(step: int) -> float:
-            if step < hp.warmup_steps:
-                return 0.1 + 0.9 * (step + 1) / hp.warmup_steps
-            return max(0.0, 1 - step / total) ** hp.poly_power
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, "warmup_poly", warmup_steps=hp.warmup_steps,
+                                                                    total_steps=total, power=hp.poly_power)}
 
 
 class ValidationGrid(L.Callback):
@@ -114,38 +142,3 @@ class ValidationGrid(L.Callback):
         fig = plot_change_grid(rows, suptitle=f"validation, epoch {trainer.current_epoch}")
         atomic_savefig(fig, self.out_dir / f"val_epoch{trainer.current_epoch:03d}.png", dpi=80)
         plt.close(fig)
-
-
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """A ``.ckpt`` file, or a training output folder (its ``checkpoints/best-*.ckpt``, else ``last.ckpt``)."""
-    path = Path(path)
-    if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if best:
-            return best[-1]
-        if (folder / "last.ckpt").is_file():
-            return folder / "last.ckpt"
-        raise CheckpointError(f"{path}: folder holds no best-*.ckpt or last.ckpt")
-    return path
-
-
-def load_task(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ChangeDetectionTask:
-    """Rebuild a trained :class:`ChangeDetectionTask` from a geovit change checkpoint (eval mode)."""
-    from geovit.training import read_lightning_checkpoint
-
-    path = find_checkpoint(path)
-    hp, state = read_lightning_checkpoint(path, FAMILY)
-    known = ChangeDetectionTask.__init__.__code__.co_varnames
-    task = ChangeDetectionTask(**{k: v for k, v in hp.items() if k in known})
-    try:
-        task.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit {hp.get('model')} {hp.get('model_kwargs')}: {err}") from None
-    return task.to(map_location).eval()
-
-
-def hparams_summary(task: ChangeDetectionTask) -> dict[str, Any]:
-    hp = task.hparams
-    return {"model": hp.model, "model_kwargs": dict(hp.model_kwargs or {}), "normalization": hp.normalization,
-            "threshold": hp.threshold, "tile": hp.tile}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchmetrics import Metric
 import torch.nn.functional as F
 
 from geovit.errors import GeovitError
@@ -90,23 +91,28 @@ def _hard(pred: torch.Tensor, threshold: float, from_logits: bool) -> torch.Tens
     return (pred.float().sigmoid() if from_logits else pred) > threshold
 
 
-class ChangeConfusion:
+class ChangeConfusion(Metric):
     """Confusion matrix of the change class accumulated over all pixels of many batches.
 
+    A torchmetrics ``Metric``: under DDP the counts are summed over ranks before scoring.
     ``update(pred, target)`` takes probabilities (or logits when ``from_logits=True``, or a hard
     bool/int map) and targets where any non-zero value means change (0/1 or 0/255 masks);
     prediction rule ``prob > threshold`` (0.5 in the reference). ``valid`` (optional, same
     pixels) excludes e.g. nodata. ``compute()`` returns :func:`change_scores` of the sum plus
     ``"confusion"`` (the 2x2 ``[gt][pred]`` counts as nested lists).
+
+    Args:
+        threshold: change where the probability is above it.
+        from_logits: ``pred`` holds logits (a sigmoid is applied first).
     """
 
+    full_state_update = False
+
     def __init__(self, threshold: float = 0.5, from_logits: bool = False):
+        super().__init__()
         self.threshold = threshold
         self.from_logits = from_logits
-        self.reset()
-
-    def reset(self) -> None:
-        self.matrix = torch.zeros(2, 2, dtype=torch.int64)
+        self.add_state("matrix", default=torch.zeros(2, 2, dtype=torch.int64), dist_reduce_fx="sum")
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:
@@ -116,7 +122,7 @@ class ChangeConfusion:
         if valid is not None:
             index = index[_check_pair(pred, valid != 0, "ChangeConfusion.update(valid)")]
         counts = torch.bincount(index.flatten(), minlength=4)
-        self.matrix += counts.cpu().reshape(2, 2)
+        self.matrix += counts.to(self.matrix.device).reshape(2, 2)
 
     def compute(self) -> dict:
         return {**change_scores(self.matrix), "confusion": self.matrix.tolist()}

@@ -1,92 +1,39 @@
-"""ChA-MAEViT pretraining as a LightningModule (specs/chamaevit.md §1, §6-7).
+"""ChA-MAEViT pretraining as a geovit task (Pham et al., "ChA-MAEViT", specs/chamaevit.md §1, §6-7).
 
 One joint objective, as the paper trains: reconstruction of DCP-masked patches (MSE with
 per-patch pixel normalisation + the Fourier term) plus the supervised task term when labels
 exist and the DiChaViT regularisers — all computed by ``ChAMAEViT.pretrain_step``. AdamW
 (β 0.9/0.999, eps 1e-8), linear warm-up then cosine decay, gradient clipping (Trainer).
 
-Exact resumption: the data order is a permutation fixed by (seed, epoch), augmentations are
-seeded by (seed, epoch, index), the global RNGs (DCP masks draw from ``np.random`` and
-``torch``) are re-seeded from (seed, global step, rank) before every step, and checkpoints
-record how many batches of the current epoch were consumed, which the sampler skips on resume —
-so a run resumed from any checkpoint (epoch end or ``--ckpt-every`` mid-epoch) replays exactly
-what the uninterrupted run would have done.
+Exact resumption: the data module fixes the data order by (seed, epoch) and seeds augmentations
+by (seed, epoch, index); the global RNGs (DCP masks draw from ``np.random`` and ``torch``) are
+re-seeded from (seed, global step, rank) before every step; and :class:`~geovit.tasks.base.BaseTask`
+records how many batches of the current epoch were consumed, which the data module skips on
+resume — so a run resumed from any checkpoint replays what the uninterrupted run would have done.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from geovit.data.collate import pad_channels_collate, shared_channels
-from geovit.errors import GeovitError
+from geovit.data.collate import shared_channels
+from geovit.data.samplers import mix_seed
+from geovit.tasks.base import BaseTask, build_optimizer, build_scheduler
 
 FAMILY = "chamaevit"
-#: losses logged every step (train/<name>)
+#: losses logged every step (as train_<name>)
 LOG_KEYS = ("loss", "loss_mae", "loss_recon", "loss_fourier", "loss_ce", "loss_proxy",
             "loss_token_diversity", "loss_channel_diversity")
 
 
-def _mix(*values: int) -> int:
-    """A 32-bit seed from integers (stable across processes, unlike ``hash``)."""
-    digest = hashlib.blake2b(repr(values).encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little")
-
-
-class SeededAugment(Dataset):
-    """Apply a random sample transform seeded by (seed, epoch, index): reproducible augmentation.
-
-    ``make_transform(generator)`` returns the transform for one sample. :meth:`set_epoch` is
-    called by :class:`EpochSampler` before each epoch's iterator is built.
-    """
-
-    def __init__(self, dataset: Dataset, make_transform: Callable[[torch.Generator], Callable[[dict], dict]], seed: int = 0):
-        self.dataset, self.make_transform, self.seed, self.epoch = dataset, make_transform, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, int(index)))
-        return self.make_transform(g)(self.dataset[index])
-
-
-class EpochSampler(DistributedSampler):
-    """Shuffle fixed by (seed, epoch), sharded over ranks; also tells the dataset the epoch.
-
-    Lightning calls ``set_epoch`` at the start of every epoch (also after a resume), so the
-    order only depends on the seed and the epoch number. ``skip`` leading indices of this
-    rank's shard are dropped once (the batches a resumed epoch had already consumed); the
-    length stays the full epoch's, as Lightning counts the consumed batches itself.
-    """
-
-    def __init__(self, *args, skip: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.skip = int(skip)
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def __iter__(self):
-        indices = list(super().__iter__())
-        skip, self.skip = self.skip, 0
-        return iter(indices[skip:])
-
-
 def seed_step(seed: int, step: int, rank: int) -> None:
     """Re-seed torch (all devices) and numpy's global RNG for one optimisation step."""
-    s = _mix(seed, step, rank)
+    s = mix_seed(seed, step, rank)
     torch.manual_seed(s)
     np.random.seed(s)
 
@@ -108,83 +55,46 @@ def parameter_digest(module: torch.nn.Module) -> int:
     return int.from_bytes(h.digest()[:8], "little") >> 1
 
 
-class ChaMAEPretraining(L.LightningModule):
-    """Lightning wrapper around a ChA-MAEViT model built from its ``config`` dict.
+class PretrainingTask(BaseTask):
+    """ChA-MAEViT channel-aware MAE pretraining of a model built from its ``model_config``.
 
-    Hyper-parameters (saved in every checkpoint) include ``family="chamaevit"``, the model
-    config (rebuilds the network without code: ``geovit.models.chamaevit.build``), the channel
-    table and names, and where the data came from (``dataset``, ``data_root``, ``synthetic``).
+    Args:
+        model_config: constructor config of the ChA-MAEViT (rebuilds it without code:
+            ``geovit.models.chamaevit.build``).
+        model_name: the registered variant it came from.
+        channel_table: name of the channel table.
+        channel_names: the channels pretrained on.
+        dataset: registered dataset name.
+        data_root: where the data came from (default data of ``geovit probe``).
+        synthetic: whether ``data_root`` is a synthetic set.
+        lr: peak learning rate.
+        weight_decay: AdamW decay on weights.
+        warmup_steps: linear warm-up steps.
+        total_steps: length of the cosine schedule.
+        seed: seed of the per-step RNG re-seeding.
+        plot_samples: samples in the per-epoch reconstruction plot.
+        image_size: input side the model was pretrained at.
+        so2sat_version: So2Sat version of ``data_root``.
     """
 
-    def __init__(
-        self,
-        model_config: dict[str, Any],
-        model_name: str = "chamaevit_small_patch8",
-        channel_table: str = "so2sat",
-        channel_names: Sequence[str] = (),
-        dataset: str = "so2sat",
-        data_root: str | None = None,
-        synthetic: bool = False,
-        lr: float = 4e-4,
-        weight_decay: float = 5e-5,
-        warmup_steps: int = 0,
-        total_steps: int = 1000,
-        seed: int = 0,
-        plot_samples: int = 2,
-        family: str = FAMILY,
-        **data_info: Any,
-    ):
+    family = FAMILY
+
+    def __init__(self, model_config: dict[str, Any], model_name: str = "chamaevit_small_patch8",
+                 channel_table: str = "so2sat", channel_names: Sequence[str] = (), dataset: str = "so2sat",
+                 data_root: str | None = None, synthetic: bool = False, lr: float = 4e-4, weight_decay: float = 5e-5,
+                 warmup_steps: int = 0, total_steps: int = 1000, seed: int = 0, plot_samples: int = 2,
+                 image_size: int | None = None, so2sat_version: str = "2"):
         super().__init__()
-        if family != FAMILY:
-            raise GeovitError(f"ChaMAEPretraining: family {family!r}, expected {FAMILY!r}")
-        self.save_hyperparameters()
+        self._viz: dict[str, torch.Tensor] | None = None
+
+    def configure_models(self) -> None:
         from geovit.models.chamaevit import build
 
-        self.model = build(model_config)
-        self.train_data: Dataset | None = None
-        self.batch_size, self.num_workers = 32, 0
-        self._viz: dict[str, torch.Tensor] | None = None
-        self._batches_done = (0, 0)  # (epoch, batches of it consumed): saved in checkpoints
-        self._resume_from: tuple[int, int] | None = None
-
-    # -- data ---------------------------------------------------------------------------------
-    def attach_data(self, dataset: Dataset, batch_size: int, num_workers: int = 0) -> None:
-        self.train_data, self.batch_size, self.num_workers = dataset, int(batch_size), int(num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_data is None:
-            raise GeovitError("ChaMAEPretraining: no training data attached (call attach_data)")
-        sampler = EpochSampler(self.train_data, num_replicas=self.trainer.world_size, rank=self.global_rank,
-                               shuffle=True, seed=self.hparams.seed, drop_last=False)
-        epoch = self.current_epoch
-        if self._resume_from is not None:
-            saved_epoch, done = self._resume_from
-            if saved_epoch == epoch and 0 < done < len(sampler) // self.batch_size:
-                sampler.skip = done * self.batch_size  # resumed mid-epoch: drop the consumed samples
-            elif done >= len(sampler) // self.batch_size:
-                epoch = max(epoch, saved_epoch + 1)  # resumed at an epoch end: the next epoch runs
-        # set now (Lightning sets it again before iterating): worker processes copy the dataset early
-        sampler.set_epoch(epoch)
-        return DataLoader(self.train_data, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          collate_fn=pad_channels_collate, num_workers=self.num_workers,
-                          persistent_workers=False, pin_memory=torch.cuda.is_available())
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["geovit_data_position"] = {"epoch": self._batches_done[0], "batches": self._batches_done[1]}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        pos = checkpoint.get("geovit_data_position")
-        self._resume_from = (int(pos["epoch"]), int(pos["batches"])) if pos else None
-        if self._resume_from is not None:
-            # Lightning does not call on_train_epoch_start for an epoch resumed mid-way: carry the
-            # position on, so a checkpoint saved later in this epoch counts every consumed batch.
-            self._batches_done = self._resume_from
+        self.model = build(self.hparams.model_config)
 
     # -- steps --------------------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        self._batches_done = (self.current_epoch, 0)
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
         seed_step(self.hparams.seed, self.global_step, self.global_rank)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -193,7 +103,7 @@ class ChaMAEPretraining(L.LightningModule):
         bs, distributed = x.shape[0], self.trainer.world_size > 1
         for key in LOG_KEYS:
             if key in out:
-                self.log(f"train/{key}", out[key].detach(), on_step=True, on_epoch=True, prog_bar=key == "loss",
+                self.log(f"train_{key}", out[key].detach(), on_step=True, on_epoch=True, prog_bar=key == "loss",
                          batch_size=bs, sync_dist=distributed)
         if batch_idx == 0 and self.hparams.plot_samples > 0:
             n = min(bs, self.hparams.plot_samples)
@@ -201,7 +111,6 @@ class ChaMAEPretraining(L.LightningModule):
             self._viz = {"image": x[:n].detach().cpu(), "hidden": out["pixel_mask"][:n].cpu(),
                          "recon": out["reconstruction"][:n].detach().float().cpu(), "valid": keep.cpu(),
                          "channels": batch["channels"][:n].cpu()}
-        self._batches_done = (self._batches_done[0], self._batches_done[1] + 1)
         return out["loss"]
 
     def on_train_epoch_end(self) -> None:
@@ -229,12 +138,10 @@ class ChaMAEPretraining(L.LightningModule):
             atomic_write_text(Path(self.trainer.default_root_dir) / "run_summary.json", json.dumps(summary, indent=2) + "\n")
 
     def configure_optimizers(self):
-        from geovit.tasks.classification import param_groups, warmup_cosine
-
         hp = self.hparams
-        opt = torch.optim.AdamW(param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=(0.9, 0.999), eps=1e-8)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, hp.warmup_steps, hp.total_steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        opt = build_optimizer(self.model, name="adamw", lr=hp.lr, weight_decay=hp.weight_decay, betas=(0.9, 0.999))
+        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, "warmup_cosine", warmup_steps=hp.warmup_steps,
+                                                                    total_steps=hp.total_steps)}
 
 
 def _channel_names(table: str) -> tuple[str, ...]:
@@ -300,20 +207,8 @@ def plot_reconstruction(viz: dict[str, torch.Tensor], path: Path, names: Sequenc
 def load_pretrained(path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """(ChA-MAEViT model in eval mode, hyper-parameters) from a ``geovit pretrain`` checkpoint.
 
-    Raises :class:`geovit.CheckpointError` for a checkpoint of another family or a foreign file.
+    Raises:
+        CheckpointError: a checkpoint of another family, a foreign file, or weights that do not fit.
     """
-    from geovit.errors import CheckpointError
-    from geovit.models.chamaevit import build
-    from geovit.training import read_lightning_checkpoint
-
-    hp, state = read_lightning_checkpoint(path, FAMILY)
-    if "model_config" not in hp:
-        raise CheckpointError(f"checkpoint {path}: no 'model_config' in its hyper-parameters; "
-                              "expected a checkpoint written by `geovit pretrain`")
-    model = build(hp["model_config"])
-    inner = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(inner, strict=True)
-    except RuntimeError as err:  # missing / unexpected keys or wrong shapes
-        raise CheckpointError(f"checkpoint {path}: tensors do not fit the saved model config: {err}") from None
-    return model.eval().to(map_location), hp
+    task = PretrainingTask.load_from_checkpoint(path, map_location=map_location)
+    return task.model, dict(task.hparams)

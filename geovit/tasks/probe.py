@@ -8,16 +8,13 @@ out are simply absent from the input, as the paper evaluates partial channels.
 """
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from geovit.data.collate import pad_channels_collate
 from geovit.errors import GeovitError
 
 
@@ -129,65 +126,3 @@ def plot_probe(df, path: Path, title: str, chance: float | None = None) -> None:
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
-
-
-def _limit(ds, max_samples: int | None, seed: int):
-    if max_samples is None or max_samples >= len(ds):
-        return ds
-    idx = np.random.default_rng(seed).choice(len(ds), size=max_samples, replace=False)
-    return Subset(ds, sorted(idx.tolist()))
-
-
-def run_probe_command(args: argparse.Namespace) -> dict:
-    """``geovit probe``: features of the train / evaluation split per channel set → CSV, PNG, JSON."""
-    import pandas as pd
-
-    from geovit._io import atomic_write_text
-    from geovit.cli.pretrain import DATASETS, open_dataset, resolve_data, say, select_channels
-    from geovit.tasks.pretraining import load_pretrained
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, hp = load_pretrained(args.checkpoint, map_location=device)
-    dataset = args.dataset or hp.get("dataset", "so2sat")
-    table = DATASETS[dataset][0]
-    if hp.get("channel_table") != table:
-        raise GeovitError(f"--dataset {dataset}: uses channel table {table!r}, but {args.checkpoint} was pretrained "
-                          f"on table {hp.get('channel_table')!r}")
-    sel = select_channels(dataset, args.channels or ",".join(hp.get("channel_names") or ()) or None)
-    sel.require_fits(model.config["in_chans"], args.channels)
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "probe"
-    if args.data is None and hp.get("data_root") and Path(hp["data_root"]).exists():
-        root, synthetic = Path(hp["data_root"]), bool(hp.get("synthetic"))
-    else:
-        root, synthetic = resolve_data(dataset, args.data, out, None, args.seed)
-    _, train_split, eval_split = DATASETS[dataset]
-    size = int(hp.get("image_size") or model.config["img_size"])
-    version = hp.get("so2sat_version", "2")
-    loaders = {}
-    for split in (train_split, eval_split):
-        ds = _limit(open_dataset(dataset, root, split, sel, size, so2sat_version=version), args.max_samples, args.seed)
-        loaders[split] = DataLoader(ds, batch_size=args.batch_size, shuffle=False, collate_fn=pad_channels_collate)
-    sets = partial_sets(sel.ids, table, args.subsets) if dataset != "chammi" else [("full", tuple(sel.ids))]
-    from geovit.channels import TABLES
-
-    rows, chance = [], None
-    for name, ids in sets:
-        keep = None if name == "full" else ids
-        tr = extract_features(model, loaders[train_split], keep, device, desc=f"{name}: {train_split}")
-        te = extract_features(model, loaders[eval_split], keep, device, desc=f"{name}: {eval_split}")
-        chance = float(np.mean(te[1] == np.bincount(tr[1]).argmax()))
-        for method, result in (("linear", linear_probe(*tr, *te, seed=args.seed)), (f"knn{args.k}", knn_probe(*tr, *te, k=args.k))):
-            rows.append({"channel_set": name, "num_channels": len(ids),
-                         "channels": ",".join(TABLES[table][i] for i in ids), "method": method,
-                         "train_samples": len(tr[1]), "eval_samples": len(te[1]), **result})
-        say(f"probe [{name}, {len(ids)} ch]: linear {rows[-2]['accuracy']:.3f}, kNN {rows[-1]['accuracy']:.3f}", synthetic)
-    df = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "probe.csv", df.to_csv(index=False))
-    title = f"{'SYNTHETIC data · ' if synthetic else ''}frozen ChA-MAEViT on {dataset} ({train_split} → {eval_split})"
-    plot_probe(df, out / "probe.png", title, chance=chance)
-    summary = {"checkpoint": str(args.checkpoint), "dataset": dataset, "synthetic": synthetic, "chance": chance,
-               "train_split": train_split, "eval_split": eval_split, "results": rows}
-    atomic_write_text(out / "probe.json", json.dumps(summary, indent=2) + "\n")
-    say(f"wrote {out / 'probe.csv'} and {out / 'probe.png'}", synthetic)
-    return summary

@@ -73,9 +73,9 @@ def test_evaluate_scores_one_confusion_matrix_over_all_test_pixels(trained, caps
     for key in ("precision", "recall", "f1", "iou", "oa", "kappa"):
         assert key in out
     # independent recomputation: whole test scenes, four 32x32 tiles each
-    from geovit.tasks.change import load_task
+    from geovit.tasks.change import ChangeDetectionTask
 
-    task = load_task(run)
+    task = ChangeDetectionTask.load_from_checkpoint(run)
     confusion = ChangeConfusion()
     for sample in LEVIRCD(data, "test"):
         for y in (0, 32):
@@ -179,10 +179,10 @@ def test_foreign_checkpoint_is_refused(tmp_path, capsys, trained):
 
 def test_predict_from_converted_safetensors_matches_the_checkpoint(trained, tmp_path):
     from geovit.hub import save_converted
-    from geovit.tasks.change import load_task
+    from geovit.tasks.change import ChangeDetectionTask
 
     data, run = trained
-    task = load_task(run)
+    task = ChangeDetectionTask.load_from_checkpoint(run)
     weights = tmp_path / "changevit.safetensors"
     save_converted(task.model, "changevit", task.model.config, weights)
     before, after = _geotiffs(tmp_path, data)

@@ -12,7 +12,8 @@ import torch
 from geovit.errors import DataError, GeovitError
 from pdes.data import SLOTS, PromptDataset, TrajectoryDataset, discover
 from pdes.synthetic import write_cfd2d, write_ns2d
-from pdes.training import combined_loader, concat_prompts
+from pdes.datamodule import VICONDataModule
+from pdes.training import concat_prompts
 
 
 def _arena(root, split="train", n=3, t=12, x=8, seed=7, buo=0.38774, fields=("u", "vx", "vy"), dropped=False):
@@ -144,8 +145,7 @@ def test_dataset_pickles_without_open_handles_and_reopens_lazily(tmp_path):
 def test_multi_dataset_steps_take_one_batch_of_each_dataset(tmp_path):
     _arena(tmp_path / "arena", "train", n=6, x=8) if (tmp_path / "arena").mkdir() is None else None
     _bench(tmp_path / "bench" / "train" / "0.h5", n=2, t=12)
-    sets = [PromptDataset(tmp_path / "arena", "train", num_pairs=4), PromptDataset(tmp_path / "bench", "train", num_pairs=4)]
-    loader = combined_loader(sets, batch_size=3)
+    loader = VICONDataModule([tmp_path / "arena", tmp_path / "bench"], num_pairs=4, batch_size=3).train_dataloader()
     steps = 0
     for batch, _, _ in loader:
         cond, qoi, mask = concat_prompts(batch)

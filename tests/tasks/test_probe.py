@@ -19,13 +19,13 @@ TINY = dict(embed_dim=24, depth=1, num_heads=2, num_memory_tokens=1, decoder=dic
 def checkpoint(tmp_path_factory):
     """A `geovit pretrain`-style Lightning checkpoint of a tiny model (untrained) + a synthetic So2Sat set."""
     from geovit.data.so2sat import write_synthetic
-    from geovit.tasks.pretraining import ChaMAEPretraining
+    from geovit.tasks.pretraining import PretrainingTask
 
     tmp = tmp_path_factory.mktemp("probe")
     data = write_synthetic(tmp / "so2sat", num_samples=34, seed=2)
     torch.manual_seed(0)
     config = create_model("chamaevit_tiny_patch8", **TINY).config
-    module = ChaMAEPretraining(model_config=config, model_name="chamaevit_tiny_patch8", channel_table="so2sat",
+    module = PretrainingTask(model_config=config, model_name="chamaevit_tiny_patch8", channel_table="so2sat",
                                channel_names=[], dataset="so2sat", data_root=str(data), synthetic=True)
     path = tmp / "run" / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True)
@@ -99,6 +99,6 @@ def test_probe_bad_input_exits_2(checkpoint, tmp_path, run_cli):
     foreign = tmp_path / "changevit.ckpt"
     torch.save({"hyper_parameters": {"family": "changevit"}, "state_dict": {}}, foreign)
     code, _, err = run_cli("probe", foreign, "--data", data, "--out", tmp_path)
-    assert code == 2 and "holds a 'changevit' model, but this command expects a 'chamaevit'" in err
+    assert code == 2 and "holds a 'changevit' model, but a 'chamaevit' checkpoint was expected" in err
     code, _, err = run_cli("probe", tmp_path / "missing.ckpt", "--out", tmp_path)
     assert code == 2 and "file not found" in err

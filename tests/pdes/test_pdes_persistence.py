@@ -11,11 +11,12 @@ import lightning as L
 import pytest
 import torch
 
-from pdes.data import PromptDataset, TrajectoryDataset
+from pdes.data import TrajectoryDataset
 from pdes.metrics import SCHEMES, channel_mean, scaled_error
 from pdes.rollout import persistence, rollout
 from pdes.synthetic import write_cfd2d
-from pdes.training import VICONModule, combined_loader
+from pdes.datamodule import VICONDataModule
+from pdes.training import VICONTask
 
 GT_STEPS = 8
 
@@ -38,16 +39,15 @@ def test_trained_vicon_beats_persistence_on_held_out_trajectories(tmp_path, one_
     torch.manual_seed(0)
     write_cfd2d(tmp_path, splits={"train": 12, "test": 4}, resolution=16, num_frames=14, layout="vicon",
                 seed=0, progress=False)
-    train = PromptDataset(tmp_path, "train", num_pairs=6, max_stride=3, seed=0)
     config = dict(num_channels=7, embed_dim=48, num_heads=2, mlp_dim=96, depth=2, max_pairs=6,
                   num_patches=4, patch_size=4)
     steps = 180
-    module = VICONModule(config, lr=3e-3, warmup_steps=10, total_steps=steps, min_ex=2)
-    untrained = VICONModule(config)
+    module = VICONTask(config, lr=3e-3, warmup_steps=10, total_steps=steps, min_ex=2)
+    untrained = VICONTask(config)
     untrained.model.load_state_dict(module.model.state_dict())
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, gradient_clip_val=1.0, accelerator="cpu", devices=1)
-    trainer.fit(module, train_dataloaders=combined_loader([train], batch_size=8))
+    trainer.fit(module, datamodule=VICONDataModule([tmp_path], num_pairs=6, max_stride=3, batch_size=8, seed=0))
 
     test = TrajectoryDataset(tmp_path, "test")
     traj = torch.stack([test[i]["frames"] for i in range(len(test))])
