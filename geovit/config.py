@@ -309,7 +309,7 @@ class ClassifyConfig(TrainerConfig):
 
 @dataclass
 class DemoConfig(ClassifyConfig):
-    """``geovit demo``: a small ChannelViT-T/16 + HCS run on synthetic So2Sat (about 95 s on 2 cores)."""
+    """``geovit demo``: a small ChannelViT-T/16 + HCS run on synthetic So2Sat (about 2.5 minutes on 2 cores)."""
 
     command: typing.ClassVar[str] = "demo"
     out: str = option("runs/demo", "output folder")

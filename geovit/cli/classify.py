@@ -2,7 +2,7 @@
 
     geovit train --model channelvit_small_patch8 --channels so2sat [--data DIR] [--config Y.yaml] [--print-config]
     geovit evaluate CKPT --channels sentinel1 [--data DIR] [--split test]
-    geovit demo            # the whole path on synthetic data in under two minutes
+    geovit demo            # the whole path on synthetic data in about 2.5 minutes
 """
 from __future__ import annotations
 
@@ -162,6 +162,6 @@ def add_commands(sub) -> None:
     e.add_argument("--subsets-per-size", type=positive_int, default=8, help="channel subsets evaluated per subset size")
     e.set_defaults(func=_evaluate)
 
-    d = sub.add_parser("demo", help="train + evaluate ChannelViT on synthetic So2Sat (about 95 s on 2 cores)")
+    d = sub.add_parser("demo", help="train + evaluate ChannelViT on synthetic So2Sat (about 2.5 minutes on 2 cores)")
     add_config_flags(d, DemoConfig)
     d.set_defaults(func=_demo)
