@@ -157,20 +157,63 @@ def build_trainer(
     )
 
 
-def resume_path(cfg: TrainerConfig, family: str) -> str | None:
-    """The checkpoint ``cfg.resume`` names (``last`` = ``out/checkpoints/last.ckpt``), or None.
+def newest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint of ``ckpt_dir`` a crashed run should continue from, or None.
 
-    The file is read once with ``weights_only=True`` and must be a geovit checkpoint of
-    ``family``, so a wrong or crafted file is refused before training starts.
+    That is the one with the highest ``global_step`` among ``last.ckpt`` and the ``step-*.ckpt``
+    files (temp files of an interrupted write start with a dot and are never candidates); on a
+    tie ``last.ckpt``, written at the end of an epoch, wins. Each candidate's step is read with a
+    memory-mapped ``weights_only`` load, so no weights are read.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    candidates = [p for p in [ckpt_dir / "last.ckpt", *ckpt_dir.glob("step-*.ckpt")] if p.is_file()]
+
+    def key(path: Path) -> tuple[int, int, int]:
+        try:
+            step = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", -1))
+        except Exception:  # unreadable: the full read in read_task_checkpoint names the problem
+            step = -1
+        return step, path.name == "last.ckpt", path.stat().st_mtime_ns
+
+    return max(candidates, key=key) if candidates else None
+
+
+def resume_path(cfg: TrainerConfig, family: str) -> str | None:
+    """The checkpoint ``cfg.resume`` names, or None.
+
+    ``last`` means the newest checkpoint the run in ``cfg.out`` wrote (:func:`newest_checkpoint`:
+    a step checkpoint of ``--ckpt-every`` or the epoch-end ``last.ckpt``), so a run killed inside
+    its first epoch continues from its last step checkpoint. The file is read once with
+    ``weights_only=True`` and must be a geovit checkpoint of ``family``, so a wrong or crafted
+    file is refused before training starts.
 
     Raises:
-        GeovitError: the checkpoint does not exist.
-        CheckpointError: it is not a geovit checkpoint of ``family``.
+        GeovitError: no checkpoint there.
+        CheckpointError: it is not a geovit checkpoint of ``family`` (or not a checkpoint at all).
     """
     if not cfg.resume:
         return None
-    path = Path(cfg.out) / "checkpoints" / "last.ckpt" if cfg.resume == "last" else Path(cfg.resume)
-    if not path.is_file():
-        raise GeovitError(f"resume={cfg.resume!r}: checkpoint {path} not found")
+    if cfg.resume == "last":
+        ckpt_dir = Path(cfg.out).resolve() / "checkpoints"
+        path = newest_checkpoint(ckpt_dir)
+        if path is None:
+            raise GeovitError(f"resume='last': {ckpt_dir} holds no last.ckpt or step-*.ckpt to continue from "
+                              f"(is --out the folder of the interrupted run?)")
+    else:
+        path = Path(cfg.resume).expanduser()
+        if path.is_dir():
+            raise GeovitError(f"resume={cfg.resume!r}: is a folder; give a *.ckpt file, or 'last' with --out set to the run folder")
+        if not path.is_file():
+            raise GeovitError(f"resume={cfg.resume!r}: checkpoint {path} not found")
     read_task_checkpoint(path, family)
     return str(path)
+
+
+def fit(trainer, task, datamodule, ckpt_path: str | None) -> None:
+    """``trainer.fit`` that reads a resumed checkpoint with ``weights_only=True``.
+
+    ``ckpt_path`` comes from :func:`resume_path` (already checked); asking Lightning for a
+    ``weights_only`` read as well means ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` in the environment
+    cannot turn it into a full unpickling.
+    """
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

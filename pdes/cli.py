@@ -23,7 +23,7 @@ def _train(args: argparse.Namespace) -> int:
     import lightning as L
 
     from geovit.cli.options import print_config_and_exit, resolve_config
-    from geovit.training import build_trainer, output_dir, resume_path
+    from geovit.training import build_trainer, fit, output_dir, resume_path
     from pdes.config import VICONConfig
     from pdes.datamodule import VICONDataModule
     from pdes.datasets import resolve_vicon_data
@@ -44,7 +44,7 @@ def _train(args: argparse.Namespace) -> int:
     max_steps = int(cfg.max_steps)
     task = VICONTask(cfg.model_config(dm.frame_size), lr=cfg.lr, weight_decay=cfg.weight_decay,
                      warmup_steps=cfg.warmup_steps, total_steps=cfg.total_steps or max_steps, min_ex=cfg.min_ex,
-                     datasets=[str(r) for r in roots])
+                     datasets=[str(r) for r in roots], seed=cfg.seed)
     frame = dm.frame_size
     print("training VICON on " + ", ".join(f"{d.name} ({len(d)} trajectories)" for d in dm.train_datasets)
           + f"; frames {frame}x{frame}, {sum(p.numel() for p in task.model.parameters()):,} parameters")
@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
                             gradient_clip_val=cfg.grad_clip,
                             check_val_every_n_epoch=None, val_check_interval=min(max_steps, 200) if valid else None,
                             limit_val_batches=4 if valid else 0, log_every_n_steps=max(1, min(50, max_steps // 20)))
-    trainer.fit(task, datamodule=dm, ckpt_path=ckpt)
+    fit(trainer, task, dm, ckpt)
     print(f"checkpoints in {out / 'checkpoints'}, logs in {out / 'logs'}")
     return 0
 

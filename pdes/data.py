@@ -360,8 +360,11 @@ class TrajectoryDataset(Dataset):
 class PromptDataset(TrajectoryDataset):
     """Training prompts: each item draws one stride and sorted COND times (official sampling).
 
-    Only the frames a prompt uses are read. The draws come from a per-process generator seeded
-    from ``seed`` and the worker id, so runs with the same worker count are reproducible.
+    Only the frames a prompt uses are read. Item ``i`` draws from a generator seeded by
+    ``(seed, i)``, so an item is the same prompt in every process and run; a training sampler
+    passes ``(i, draw_seed)`` instead (:class:`geovit.data.samplers.CycleSampler` with
+    ``draw_seeds=True``) so that each epoch draws new prompts, still independent of what ran
+    before — which is what makes a resumed run draw what the uninterrupted one would have.
     """
 
     def __init__(self, root, split: str = "train", *, num_pairs: int = 10, max_stride: int = 5,
@@ -369,24 +372,19 @@ class PromptDataset(TrajectoryDataset):
         kwargs.setdefault("min_frames", max_stride + 1)
         super().__init__(root, split, **kwargs)
         self.num_pairs, self.max_stride, self.seed = num_pairs, max_stride, seed
-        self._generator: torch.Generator | None = None
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_generator"] = None
-        return state
-
-    def _rng(self) -> torch.Generator:
-        if self._generator is None:
-            info = torch.utils.data.get_worker_info()
-            self._generator = torch.Generator().manual_seed(self.seed * 1009 + (info.id + 1 if info else 0))
-        return self._generator
-
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        from geovit.data.samplers import mix_seed
         from pdes.losses import sample_prompt_times
 
+        if isinstance(index, tuple):
+            index, draw_seed = (int(v) for v in index)
+        else:
+            index = int(index)
+            draw_seed = mix_seed(self.seed, index)
         t_cond, t_qoi, stride = sample_prompt_times(
-            self.num_frames, self.num_pairs, self.max_stride, batch_size=1, generator=self._rng()
+            self.num_frames, self.num_pairs, self.max_stride, batch_size=1,
+            generator=torch.Generator().manual_seed(draw_seed),
         )
         times = torch.cat([t_cond[0], t_qoi[0]]).tolist()
         frames = self.read(index, times)

@@ -21,10 +21,11 @@ class VICONDataModule(GeovitDataModule):
 
     As the official loop, batches are balanced by data set, not by size: the train loader is a
     Lightning ``CombinedLoader`` (``"max_size_cycle"``) over one shuffled loader per data set
-    (each seeded with ``seed + i``, batch ``min(batch_size, len(set))``) and yields
+    (batch ``min(batch_size, len(set))``, resumable: see :meth:`train_dataloader`) and yields
     ``{name: batch}``; the validation loader walks every set's ``valid`` split once, in order
     (``"max_size"``). Prompts draw a stride and COND times per item (:class:`pdes.data.PromptDataset`;
-    training prompts seeded by ``seed``, validation ones by ``seed + 1``). A missing ``valid``
+    training draws seeded by ``(seed, epoch, position)``, validation ones by ``(seed + 1, index)``,
+    the same every epoch). A missing ``valid``
     split is allowed (:attr:`has_validation` is then False and the val loader is empty).
 
     Args:
@@ -180,9 +181,33 @@ class VICONDataModule(GeovitDataModule):
         return self._combined(datasets, mode="max_size", shuffle=False)
 
     def train_dataloader(self):
-        """One shuffled batch of every data set per step (``CombinedLoader``, ``"max_size_cycle"``)."""
+        """One batch of every data set per step (``CombinedLoader``), resumable mid-epoch.
+
+        An epoch is :meth:`batches_per_epoch` steps; each set's loader draws that many batches
+        from a :class:`~geovit.data.samplers.CycleSampler` (its own shuffles fixed by seed,
+        epoch and set; per-item prompt draws seeded likewise), so smaller sets cycle and a run
+        resumed from a mid-epoch checkpoint skips exactly the consumed batches.
+        """
+        from lightning.pytorch.utilities import CombinedLoader
+        from torch.utils.data import DataLoader
+
+        from geovit.data.samplers import CycleSampler, resume_plan
+
         self.setup("fit")
-        return self._combined(self.train_datasets, mode="max_size_cycle", shuffle=True)
+        world, rank = self._world()
+        steps = self.batches_per_epoch(world)
+        epoch = 0 if self.trainer is None else int(self.trainer.current_epoch)
+        epoch, skip = resume_plan(self._resume_position(), epoch, steps)
+        loaders = {}
+        for i, ds in enumerate(self.train_datasets):
+            bs = min(self.batch_size, len(ds))
+            sampler = CycleSampler(len(ds), steps * bs, num_replicas=world, rank=rank, seed=self.seed, stream=i,
+                                   draw_seeds=True)
+            sampler.set_epoch(epoch)
+            sampler.skip = skip * bs
+            loaders[f"{i}:{ds.name}"] = DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=True,
+                                                   num_workers=self.num_workers, persistent_workers=False)
+        return CombinedLoader(loaders, mode="max_size_cycle")
 
     def val_dataloader(self):
         """Every validation prompt once, in order (``"max_size"``); ``[]`` without validation data."""

@@ -51,6 +51,7 @@ class VICONTask(BaseTask):
         total_steps: length of the cosine schedule.
         min_ex: smallest number of example pairs a loss term uses.
         datasets: the data sets trained on (recorded for the record).
+        seed: seed of the per-step RNG re-seeding (exact resume).
     """
 
     family = FAMILY
@@ -59,7 +60,7 @@ class VICONTask(BaseTask):
 
     def __init__(self, model: Mapping[str, Any], lr: float = 1e-4, weight_decay: float = 1e-4,
                  warmup_steps: int = 20_000, total_steps: int = 200_000, min_ex: int = 5,
-                 datasets: Sequence[str] = ()):
+                 datasets: Sequence[str] = (), seed: int = 0):
         super().__init__()
 
     def configure_models(self) -> None:

@@ -42,7 +42,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from geovit.data.datamodules import LEVIRCDDataModule
     from geovit.tasks.change import ChangeDetectionTask, ValidationGrid
-    from geovit.training import build_trainer, output_dir, resume_path
+    from geovit.training import build_trainer, fit, output_dir, resume_path
 
     cfg = resolve_config(args, ChangeConfig)
     if print_config_and_exit(args, cfg):
@@ -57,10 +57,10 @@ def _train(args: argparse.Namespace) -> int:
     dm.setup("fit")
     task = ChangeDetectionTask(model=cfg.model, model_kwargs=cfg.model_kwargs, lr=cfg.lr,
                                weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                               normalization=cfg.normalization, tile=cfg.tile)
+                               normalization=cfg.normalization, tile=cfg.tile, seed=cfg.seed)
     trainer = build_trainer(cfg, monitor=task.monitor, mode=task.monitor_mode,
                             callbacks=[ValidationGrid(dm.plot_samples(cfg.plot_samples), out / "plots")])
-    trainer.fit(task, datamodule=dm, ckpt_path=ckpt)
+    fit(trainer, task, dm, ckpt)
     best = trainer.checkpoint_callback.best_model_path
     score = trainer.checkpoint_callback.best_model_score
     print(f"best checkpoint (chosen on {task.monitor}"

@@ -76,7 +76,7 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
     from geovit.data.registry import SYNTHETIC_BANNER, resolve_data
     from geovit.models import create_model
     from geovit.tasks.pretraining import PretrainingTask
-    from geovit.training import build_trainer, output_dir, resume_path
+    from geovit.training import build_trainer, fit, output_dir, resume_path
 
     ckpt = resume_path(cfg, PretrainingTask.family)
     out = output_dir(cfg)
@@ -115,7 +115,7 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
     )
     say(f"pretraining {cfg.model} on {cfg.dataset} ({len(dm.train_dataset)} samples, channels {','.join(sel.names)}) "
         f"for {total} steps; outputs in {out}", synthetic)
-    trainer.fit(task, datamodule=dm, ckpt_path=ckpt)
+    fit(trainer, task, dm, ckpt)
     if trainer.is_global_zero:
         say(f"done: checkpoints in {out / 'checkpoints'}, logs in {out / 'logs'}, plots in {out / 'plots'}", synthetic)
     return out

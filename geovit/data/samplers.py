@@ -13,6 +13,7 @@ Public API::
     mix_seed(seed, epoch, index) -> int            # stable 32-bit seed from integers
     SeededAugment(dataset, make_transform, seed)   # make_transform(generator) -> sample transform
     EpochSampler(dataset, num_replicas, rank, shuffle=True, seed=0, skip=0)
+    CycleSampler(n, length, num_replicas=1, rank=0, seed=0, stream=0, draw_seeds=False)
     resume_plan(position, epoch, batches_per_epoch) -> (epoch, batches to skip)
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import hashlib
 from typing import Callable, Iterator
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
 def mix_seed(*values: int) -> int:
@@ -131,6 +132,73 @@ class EpochSampler(DistributedSampler):
         indices = list(super().__iter__())
         skip, self.skip = self.skip, 0
         return iter(indices[skip:])
+
+
+class CycleSampler(Sampler):
+    """A fixed number of indices per epoch from a data set of any size, cycling through it.
+
+    For balanced multi-data-set training (VICON's loop: every step one batch of each set, the
+    epoch as long as the largest set), a small set is gone through several times per epoch.
+    Cycle ``c`` of epoch ``e`` is a permutation fixed by ``(seed, stream, e, c)``, padded to a
+    multiple of ``num_replicas`` and sharded like ``DistributedSampler``; the epoch's stream is
+    cut at ``length`` indices per rank. With ``draw_seeds`` every item is ``(index, seed)``, the
+    seed fixed by ``(seed, stream, e, rank, position)``, for data sets whose items make random
+    draws (a dataset's ``__getitem__`` receives the tuple). Nothing depends on the global RNGs
+    or on how many batches ran before, so :attr:`skip` (set from :func:`resume_plan`) resumes an
+    epoch exactly.
+
+    Args:
+        n: data-set size.
+        length: indices per rank and epoch.
+        num_replicas: number of ranks.
+        rank: this rank.
+        seed: run seed.
+        stream: tells apart several samplers of one run (e.g. the data set's position).
+        draw_seeds: yield ``(index, seed)`` instead of ``index``.
+
+    >>> s = CycleSampler(3, 7, seed=0)
+    >>> s.set_epoch(0)
+    >>> items = list(s)
+    >>> len(items), sorted(items[:3]) == [0, 1, 2], sorted(items[3:6]) == [0, 1, 2]
+    (7, True, True)
+    """
+
+    def __init__(self, n: int, length: int, *, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 stream: int = 0, draw_seeds: bool = False):
+        if n < 1 or length < 0:
+            raise ValueError(f"CycleSampler: n={n} must be >= 1 and length={length} >= 0")
+        self.n, self.length, self.num_replicas, self.rank = int(n), int(length), int(num_replicas), int(rank)
+        self.seed, self.stream, self.draw_seeds = int(seed), int(stream), bool(draw_seeds)
+        self.epoch = 0
+        #: leading items of the next iteration to drop, once (a resumed epoch's consumed items)
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s permutations.
+
+        Args:
+            epoch: epoch number (0-based).
+        """
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator:
+        order: list[int] = []
+        cycle = 0
+        while len(order) < self.length:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.stream, self.epoch, cycle))
+            perm = torch.randperm(self.n, generator=g).tolist()
+            perm += perm[: (-self.n) % self.num_replicas]
+            order += perm[self.rank::self.num_replicas]
+            cycle += 1
+        order = order[: self.length]
+        items: list = order
+        if self.draw_seeds:
+            items = [(i, mix_seed(self.seed, self.stream, self.epoch, self.rank, pos)) for pos, i in enumerate(order)]
+        skip, self.skip = self.skip, 0
+        return iter(items[skip:])
 
 
 def resume_plan(position: tuple[int, int] | None, epoch: int, batches_per_epoch: int) -> tuple[int, int]:

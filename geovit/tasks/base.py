@@ -12,7 +12,10 @@ schedule builder (:func:`build_scheduler`); metrics are logged as ``train_loss``
 ``val_<metric>`` and ``test_<metric>``. :meth:`BaseTask.load_from_checkpoint` is the one way a
 geovit ``*.ckpt`` is read back: a ``weights_only=True`` read, a family check, strict weights.
 
-The task also records how far into the current epoch training has got (``(epoch, batches)``,
+Exact resume: before every training step the global RNGs (torch on every device, numpy,
+``random``) are re-seeded from ``(seed, global step, rank)`` (:func:`seed_step`), so dropout,
+drop-path, channel sampling and masking depend on the step alone, not on what else drew from
+the RNGs before (loader start-up, validation, a resume). The task also records how far into the current epoch training has got (``(epoch, batches)``,
 saved in checkpoints as ``geovit_data_position``); after a resume it is offered to the data
 module as :attr:`BaseTask.resume_position`, so a mid-epoch checkpoint resumes at the next batch.
 """
@@ -31,6 +34,20 @@ from geovit.errors import CheckpointError, GeovitError
 
 #: key under which tasks store their data position in a checkpoint
 POSITION_KEY = "geovit_data_position"
+
+
+def seed_step(seed: int, step: int, rank: int = 0) -> None:
+    """Re-seed torch (all devices), numpy's and Python's global RNGs for one optimisation step."""
+    import random
+
+    import numpy as np
+
+    from geovit.data.samplers import mix_seed
+
+    s = mix_seed(seed, step, rank)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
 
 
 # --------------------------------------------------------------------------------- optimisers
@@ -165,6 +182,7 @@ class BaseTask(L.LightningModule):
         # Counted when a batch starts: ModelCheckpoint saves in on_train_batch_end, before a
         # module hook there would run, and the saved position must include this batch.
         self._position = (self._position[0], self._position[1] + 1)
+        seed_step(int(self.hparams.get("seed", 0)), self.global_step, self.global_rank)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[POSITION_KEY] = {"epoch": self._position[0], "batches": self._position[1]}

@@ -41,6 +41,7 @@ class ChangeDetectionTask(BaseTask):
         normalization: input statistics (``imagenet`` or ``half``).
         threshold: change where the probability is above it.
         tile: training tile side (default tile of ``geovit change evaluate``).
+        seed: seed of the per-step RNG re-seeding (exact resume).
     """
 
     family = FAMILY
@@ -49,7 +50,7 @@ class ChangeDetectionTask(BaseTask):
     def __init__(self, model: str = "changevit_tiny", model_kwargs: dict | None = None, lr: float = 2e-4,
                  weight_decay: float = 1e-4, betas: Sequence[float] = (0.9, 0.99), warmup_steps: int = 200,
                  poly_power: float = 0.9, normalization: str = "imagenet", threshold: float = 0.5,
-                 tile: int = 256):
+                 tile: int = 256, seed: int = 0):
         super().__init__()
 
     def configure_models(self) -> None:

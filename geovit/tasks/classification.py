@@ -34,6 +34,7 @@ class ClassificationTask(BaseTask):
         data: where the model was trained (default data of ``geovit evaluate``).
         version: So2Sat version of ``data``.
         synthetic: whether ``data`` is a synthetic set.
+        seed: seed of the per-step RNG re-seeding (exact resume).
     """
 
     family = "channelvit"
@@ -42,7 +43,7 @@ class ClassificationTask(BaseTask):
     def __init__(self, model: str = "channelvit_small_patch8", model_kwargs: dict[str, Any] | None = None,
                  channel_ids: Sequence[int] = (), channel_table: str = "so2sat", num_classes: int = 17,
                  lr: float = 5e-4, weight_decay: float = 0.04, warmup_steps: int = 100, total_steps: int = 1000,
-                 data: str | None = None, version: str = "2", synthetic: bool = False):
+                 data: str | None = None, version: str = "2", synthetic: bool = False, seed: int = 0):
         super().__init__()
 
     def configure_models(self) -> None:

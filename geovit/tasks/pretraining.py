@@ -7,7 +7,7 @@ exist and the DiChaViT regularisers — all computed by ``ChAMAEViT.pretrain_ste
 
 Exact resumption: the data module fixes the data order by (seed, epoch) and seeds augmentations
 by (seed, epoch, index); the global RNGs (DCP masks draw from ``np.random`` and ``torch``) are
-re-seeded from (seed, global step, rank) before every step; and :class:`~geovit.tasks.base.BaseTask`
+re-seeded from (seed, global step, rank) before every step (BaseTask); and :class:`~geovit.tasks.base.BaseTask`
 records how many batches of the current epoch were consumed, which the data module skips on
 resume — so a run resumed from any checkpoint replays what the uninterrupted run would have done.
 """
@@ -22,20 +22,12 @@ import numpy as np
 import torch
 
 from geovit.data.collate import shared_channels
-from geovit.data.samplers import mix_seed
 from geovit.tasks.base import BaseTask, build_optimizer, build_scheduler
 
 FAMILY = "chamaevit"
 #: losses logged every step (as train_<name>)
 LOG_KEYS = ("loss", "loss_mae", "loss_recon", "loss_fourier", "loss_ce", "loss_proxy",
             "loss_token_diversity", "loss_channel_diversity")
-
-
-def seed_step(seed: int, step: int, rank: int) -> None:
-    """Re-seed torch (all devices) and numpy's global RNG for one optimisation step."""
-    s = mix_seed(seed, step, rank)
-    torch.manual_seed(s)
-    np.random.seed(s)
 
 
 def split_batch(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -93,10 +85,6 @@ class PretrainingTask(BaseTask):
         self.model = build(self.hparams.model_config)
 
     # -- steps --------------------------------------------------------------------------------
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_start(batch, batch_idx)
-        seed_step(self.hparams.seed, self.global_step, self.global_rank)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, ids, mask = split_batch(batch)
         out = self.model.pretrain_step(x, channels=ids, channel_mask=mask, labels=batch.get("label"))

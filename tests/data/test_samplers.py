@@ -131,3 +131,26 @@ def test_a_resumed_epoch_draws_what_the_uninterrupted_one_had_left(n, batch, see
         assert drawn == _shard(n, 1, 0, seed, 1)[done * batch:]
     else:  # resumed from the checkpoint of the epoch's end: the next epoch, from its start
         assert drawn == _shard(n, 1, 0, seed, 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(0, 70), st.integers(1, 3), st.integers(0, 100), st.integers(0, 4),
+       st.integers(0, 70))
+def test_cycle_sampler_covers_every_index_per_cycle_and_resumes_exactly(n, length, replicas, seed, epoch, skip):
+    from geovit.data.samplers import CycleSampler
+
+    def items(rank, skip=0, draw_seeds=False):
+        s = CycleSampler(n, length, num_replicas=replicas, rank=rank, seed=seed, stream=1, draw_seeds=draw_seeds)
+        s.set_epoch(epoch)
+        s.skip = skip
+        return list(s)
+
+    shards = [items(r) for r in range(replicas)]
+    assert all(len(s) == length for s in shards)
+    per_rank = -(-n // replicas)  # a full cycle's share of one rank (padded as DistributedSampler)
+    if length >= per_rank:  # the first cycle's shards together cover every index
+        assert set().union(*(s[:per_rank] for s in shards)) == set(range(n))
+    assert items(0, skip) == shards[0][skip:]  # a resumed epoch continues where the first stopped
+    seeded = items(0, draw_seeds=True)
+    assert [i for i, _ in seeded] == shards[0]
+    assert items(0, skip, draw_seeds=True) == seeded[skip:]  # the per-item draw seeds resume too

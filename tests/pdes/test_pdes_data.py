@@ -119,17 +119,18 @@ def test_prompt_items_hold_the_frames_at_the_sampled_times(tmp_path):
     ds = PromptDataset(tmp_path, "train", num_pairs=5, max_stride=3, seed=1)
     full = TrajectoryDataset(tmp_path, "train")[1]["frames"]
     strides = set()
-    for _ in range(20):
-        item = ds[1]
+    for draw in range(20):
+        item = ds[(1, draw)]  # what a training sampler passes: (index, draw seed)
         t_cond, s = item["t_cond"], int(item["stride"])
         strides.add(s)
         assert 1 <= s <= 3 and torch.all(t_cond[1:] >= t_cond[:-1]) and int(t_cond.max()) + s < 12
         torch.testing.assert_close(item["cond"], full[t_cond])
         torch.testing.assert_close(item["qoi"], full[t_cond + s])
     assert strides == {1, 2, 3}
-    # prompts are reproducible from the seed
+    # prompts are functions of (seed, index) or of the draw seed: no state carried between items
     a, b = PromptDataset(tmp_path, "train", num_pairs=5, seed=4), PromptDataset(tmp_path, "train", num_pairs=5, seed=4)
     assert torch.equal(a[0]["t_cond"], b[0]["t_cond"])
+    assert torch.equal(a[0]["t_cond"], a[0]["t_cond"]) and torch.equal(a[(0, 7)]["t_cond"], b[(0, 7)]["t_cond"])
 
 
 def test_dataset_pickles_without_open_handles_and_reopens_lazily(tmp_path):
