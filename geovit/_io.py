@@ -4,12 +4,16 @@ Every writer goes through :func:`atomic_path`: the data go to a temporary file i
 folder, which is renamed onto the target only once the writer has finished. The finished file
 gets the permissions a plain ``open(path, "w")`` would give it: an existing target keeps its
 permission bits, a new one gets ``0o666 & ~umask`` (``0644`` under the usual umask ``022``).
-Folders that have to be created get ``0o777 & ~umask``, as ``mkdir`` gives them.
+Folders that have to be created get ``0o777 & ~umask``, as ``mkdir`` gives them. A writer killed
+before the rename leaves its temporary file behind; the next write of the same target removes it
+(:func:`remove_stale_temps`).
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import socket
 import stat
 import tempfile
 import threading
@@ -48,6 +52,44 @@ def _final_mode(path: Path) -> int:
     return 0o666 & ~current_umask()
 
 
+_HOST = socket.gethostname().split(".")[0].replace(".", "_") or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete temporary files of ``path`` left by writers that were killed (e.g. ``kill -9``).
+
+    A temporary file is named ``.<name>.<host>.<pid>.<random><suffix>``; it is stale when its
+    host is this machine and no process ``pid`` is running. Temporary files of live writers and
+    of other machines (a shared file system) are left alone.
+
+    Args:
+        path: the target file whose leftovers to remove.
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    removed = []
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(_HOST)}.*"):
+            pid = tmp.name[len(f".{path.name}.{_HOST}."):].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
@@ -69,8 +111,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
+        prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
     )
     os.close(fd)
     tmp_path = Path(tmp)

@@ -2,7 +2,8 @@
 
 * :func:`output_dir` makes the run folder and writes the resolved ``config.yaml`` into it.
 * :func:`build_trainer` makes a ``lightning.Trainer`` from a :class:`geovit.config.TrainerConfig`:
-  progress bar, CSV and TensorBoard logs under ``out``, checkpoints written atomically (temp file
+  a progress bar on a terminal, plain periodic lines (step, loss, rate, ETA) when the output is
+  redirected, the expected run time after the first steps, CSV and TensorBoard logs under ``out``, checkpoints written atomically (temp file
   + rename) every ``ckpt_every`` steps plus ``last.ckpt`` every epoch and at the end, and
   ``best-*.ckpt`` on the task's monitored metric.
 * :func:`resume_path` turns ``resume`` (a path, or ``last``) into a checkpoint path after checking,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -20,6 +22,7 @@ import torch
 from geovit._io import atomic_path, atomic_write_text
 from geovit.config import TrainerConfig
 from geovit.errors import GeovitError
+from geovit.progress import EVERY, format_duration, interactive
 from geovit.tasks.base import read_task_checkpoint
 
 
@@ -63,8 +66,84 @@ def _progress_bar(banner: str | None):
             if banner:
                 self.train_progress_bar.set_description(f"{banner} Epoch {trainer.current_epoch}")
 
-    interactive = sys.stderr.isatty() and os.environ.get("CI") is None
-    return BannerProgressBar(refresh_rate=1 if interactive else 25)  # logs/CI: fewer redraws
+    return BannerProgressBar()
+
+
+def _line_progress(banner: str | None, *, periodic: bool, every: float = EVERY, stream=None):
+    from lightning.pytorch.callbacks import Callback
+
+    class LineProgress(Callback):
+        """Plain progress lines for logs: the expected run time after the first steps, then (with
+        ``periodic``) one line every ``every`` seconds — step, epoch, loss, rate, ETA — and the
+        validation metrics of each epoch. No carriage returns, no escape codes."""
+
+        def __init__(self):
+            self.prefix = f"{banner} " if banner else ""
+            self.stream = stream if stream is not None else sys.stdout
+
+        def _print(self, text: str) -> None:
+            print(self.prefix + text, file=self.stream, flush=True)
+
+        def _total(self, trainer) -> int | None:
+            total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+            try:
+                est = int(trainer.estimated_stepping_batches)
+                total = min(total, est) if total else est
+            except Exception:  # infinite or unknown length
+                pass
+            return total
+
+        def on_train_start(self, trainer, pl_module):
+            self.t0, self.last, self.step0 = time.perf_counter(), time.perf_counter(), trainer.global_step
+            self.total, self.announced = self._total(trainer), False
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if not trainer.is_global_zero:
+                return
+            now, done = time.perf_counter(), trainer.global_step - self.step0
+            rate = done / max(now - self.t0, 1e-9)
+            left = (self.total - trainer.global_step) if self.total else None
+            if not self.announced and done >= 3 and left:
+                self.announced = True
+                self._print(f"{1 / rate:.2f} s/step over the first {done} steps: about "
+                            f"{format_duration(left / rate)} for the {left} steps left")
+            if periodic and (now - self.last >= every or (self.total and trainer.global_step >= self.total)):
+                self.last = now
+                loss = trainer.callback_metrics.get("train_loss_step", trainer.callback_metrics.get("train_loss"))
+                text = f"step {trainer.global_step}" + (f"/{self.total}" if self.total else "")
+                text += f" · epoch {trainer.current_epoch}"
+                if loss is not None:
+                    text += f" · train_loss {float(loss):.4g}"
+                text += f" · {rate:.2f} steps/s"
+                if left:
+                    text += f" · ETA {format_duration(left / max(rate, 1e-9))}"
+                self._print(text)
+
+        def on_validation_end(self, trainer, pl_module):
+            if periodic and trainer.is_global_zero and not trainer.sanity_checking:
+                shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+                if shown:
+                    self._print(f"epoch {trainer.current_epoch} validation: "
+                                + ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())))
+
+    return LineProgress()
+
+
+def quiet_lightning() -> None:
+    """Hide Lightning's start-up chatter (device summary, advertisements) and warnings that do
+    not apply to geovit's runs (its loaders resume exactly; small CPU runs log less often than
+    50 steps; single-process loaders are the CPU default), so a log shows what matters."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+                    r".*your dataloader is not resumable.*",
+                    r".*smaller than the logging interval.*",
+                    r".*does not have many workers.*",
+                    r".*Checkpoint directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=message)
 
 
 def _final_checkpoint(ckpt_dir: Path):
@@ -114,9 +193,12 @@ def build_trainer(
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    quiet_lightning()
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
-    cbs = [_progress_bar(banner)]
+    bar = interactive(sys.stdout)  # a redrawn bar on a terminal, plain lines in a log
+    cbs = [_progress_bar(banner)] if bar else []
+    cbs.append(_line_progress(banner, periodic=not bar))
     if monitor:
         cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}-{step}", monitor=monitor, mode=mode, save_top_k=1))
     # last.ckpt after every validation / epoch (ModelCheckpoint(save_last=True, monitor=...) only
@@ -153,6 +235,7 @@ def build_trainer(
         callbacks=cbs,
         plugins=[_atomic_checkpoint_io()],
         enable_model_summary=False,
+        enable_progress_bar=bar,
         **trainer_kwargs,
     )
 
@@ -207,6 +290,32 @@ def resume_path(cfg: TrainerConfig, family: str) -> str | None:
             raise GeovitError(f"resume={cfg.resume!r}: checkpoint {path} not found")
     read_task_checkpoint(path, family)
     return str(path)
+
+
+def best_checkpoint(trainer, monitor: str | None, *, banner: str | None = None) -> Path:
+    """The checkpoint a finished run recommends, printed with how it was chosen.
+
+    ``best-*.ckpt`` when a validation ran and chose one on ``monitor``; otherwise the run's final
+    ``last.ckpt``, and the message says that no validation chose it (a run shorter than one
+    epoch never validates), so an unvalidated checkpoint is never called "best".
+    """
+    out = Path(trainer.default_root_dir)
+    prefix = f"{banner} " if banner else ""
+    last = out / "checkpoints" / "last.ckpt"
+    callback = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == monitor), None) \
+        if monitor else None
+    best = getattr(callback, "best_model_path", "") if callback is not None else ""
+    if best:
+        score = callback.best_model_score
+        shown = "" if score is None else f" = {float(score):.4f}"
+        print(f"{prefix}best checkpoint (chosen on {monitor}{shown}): {best}")
+        return Path(best)
+    if monitor:
+        print(f"{prefix}no validation ran (the run stopped at step {trainer.global_step}, epoch {trainer.current_epoch}, "
+              f"before an epoch ended), so nothing was chosen on {monitor}; final weights: {last}")
+    else:
+        print(f"{prefix}final checkpoint: {last}")
+    return last
 
 
 def fit(trainer, task, datamodule, ckpt_path: str | None) -> None:

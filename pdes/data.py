@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from geovit.data.checks import require_real_numeric
 from geovit.errors import DataError
 
 #: VICON's fixed physical channel slots; the last one is the node type.
@@ -170,12 +171,15 @@ def _validate(path: Path, f, spec: DatasetSpec, group: str, min_frames: int) -> 
                 f"{', '.join(prefix + k for k in spec.fields.values())} of shape (N, T, X, Y)"
             )
         ds = g[key]
+        require_real_numeric(path, prefix + key, ds.dtype, "float32 or float64")
         if ds.ndim != 4:
             raise DataError(f"{path}: key '{prefix}{key}' has shape {ds.shape} (rank {ds.ndim}); expected rank 4 (N, T, X, Y)")
         if shape is None:
             shape = tuple(int(s) for s in ds.shape)
         elif tuple(ds.shape) != shape:
             raise DataError(f"{path}: key '{prefix}{key}' has shape {ds.shape}; expected {shape} like the other fields")
+    if shape[0] == 0:
+        raise DataError(f"{path}: key '{prefix}{next(iter(spec.fields.values()))}' holds 0 trajectories; expected N ≥ 1")
     if shape[1] < min_frames:
         raise DataError(
             f"{path}: key '{prefix}{next(iter(spec.fields.values()))}' has {shape[1]} frames per trajectory; "

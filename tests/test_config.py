@@ -143,8 +143,20 @@ def test_list_and_bool_flags():
 
 
 @pytest.mark.parametrize("devices, expected", [("auto", "auto"), ("2", 2), ("0,1", [0, 1]), ("-1", -1)])
-def test_devices_as_lightning_takes_them(devices, expected):
+def test_devices_as_lightning_takes_them(devices, expected, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # -1 (every GPU) needs one
     assert TrainerConfig.from_dict({"devices": devices}).trainer_devices == expected
+
+
+@pytest.mark.parametrize("devices", ["0", "00", "-1", "-2", "x"])
+def test_devices_that_lightning_would_reject_are_refused_by_name(devices, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="devices"):
+        TrainerConfig.from_dict({"devices": devices, "accelerator": "cpu"})
 
 
 def test_so2sat_versions_match_the_loader():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -109,3 +110,27 @@ def test_text_round_trip(tmp_path_factory, text):
     target = tmp_path_factory.mktemp("rt") / "note.txt"
     atomic_write_text(target, text)
     assert target.read_bytes() == text.encode("utf-8")
+
+
+def test_a_killed_writer_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from geovit._io import atomic_write_text
+
+    target = tmp_path / "map.tif"
+    code = ("import sys, time; from geovit._io import atomic_path\n"
+            "cm = atomic_path(sys.argv[1]); tmp = cm.__enter__(); tmp.write_text('half'); print(tmp, flush=True)\n"
+            "time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    tmp = Path(proc.stdout.readline().strip())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert tmp.exists() and tmp.name.startswith(".map.tif.") and not target.exists()
+    live = tmp_path / f".map.tif.{tmp.name.split('.')[3]}.{os.getpid()}.keep.tif"  # a live writer's file
+    live.write_text("busy")
+    atomic_write_text(target, "done")
+    assert target.read_text() == "done"
+    assert not tmp.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["map.tif", live.name])

@@ -17,7 +17,7 @@ import io
 import json
 from pathlib import Path
 
-from geovit.cli.options import add_config_flags, positive_int, print_config_and_exit, resolve_config
+from geovit.cli.options import add_config_flags, bounded, positive_int, print_config_and_exit, resolve_config
 from geovit.config import ChangeConfig
 from geovit.errors import GeovitError
 
@@ -42,7 +42,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from geovit.data.datamodules import LEVIRCDDataModule
     from geovit.tasks.change import ChangeDetectionTask, ValidationGrid
-    from geovit.training import build_trainer, fit, output_dir, resume_path
+    from geovit.training import best_checkpoint, build_trainer, fit, output_dir, resume_path
 
     cfg = resolve_config(args, ChangeConfig)
     if print_config_and_exit(args, cfg):
@@ -51,7 +51,7 @@ def _train(args: argparse.Namespace) -> int:
         raise GeovitError("--data: give the dataset folder (a LEVIR-CD layout, see `geovit change train -h`)")
     ckpt = resume_path(cfg, ChangeDetectionTask.family)
     out = output_dir(cfg)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = LEVIRCDDataModule(cfg.data, tile=cfg.tile, normalization=cfg.normalization, labels=cfg.labels,
                            batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed)
     dm.setup("fit")
@@ -61,10 +61,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer = build_trainer(cfg, monitor=task.monitor, mode=task.monitor_mode,
                             callbacks=[ValidationGrid(dm.plot_samples(cfg.plot_samples), out / "plots")])
     fit(trainer, task, dm, ckpt)
-    best = trainer.checkpoint_callback.best_model_path
-    score = trainer.checkpoint_callback.best_model_score
-    print(f"best checkpoint (chosen on {task.monitor}"
-          f"{'' if score is None else f' = {float(score):.4f}'}): {best or out / 'checkpoints' / 'last.ckpt'}")
+    best_checkpoint(trainer, task.monitor)
     return 0
 
 
@@ -177,7 +174,7 @@ def add_commands(sub) -> None:
     e.add_argument("checkpoint", help="*.ckpt from `geovit change train`, or its output folder (best checkpoint)")
     e.add_argument("--data", required=True, help="dataset folder")
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--tile", type=int, default=None, help="tile side (default: the training tile; 0 = whole scenes)")
+    e.add_argument("--tile", type=bounded(int, 0), default=None, help="tile side (default: the training tile; 0 = whole scenes)")
     e.add_argument("--pad", action="store_true", help="pad whole scenes to multiples of 16 (padding is not scored)")
     e.add_argument("--labels", default="auto", choices=("auto", "strict", "nonzero"))
     e.add_argument("--batch-size", type=positive_int, default=8)
@@ -190,12 +187,13 @@ def add_commands(sub) -> None:
     r.add_argument("--before", required=True, help="raster at t1 (GeoTIFF, PNG, ...)")
     r.add_argument("--after", required=True, help="raster at t2, same CRS/transform/shape (or --reproject)")
     r.add_argument("--out", required=True, help="output change GeoTIFF: 1 change, 0 none, 255 nodata")
-    r.add_argument("--tile", type=int, default=256, help="tile side, multiple of 16")
-    r.add_argument("--overlap", type=int, default=None, help="overlap between tiles, blended (default tile/4 = 64)")
+    r.add_argument("--tile", type=bounded(int, 16), default=256, help="tile side, multiple of 16")
+    r.add_argument("--overlap", type=bounded(int, 0), default=None, help="overlap between tiles, blended (default tile/4 = 64)")
     r.add_argument("--batch-size", type=positive_int, default=4)
-    r.add_argument("--threshold", type=float, default=0.5, help="change where probability > threshold")
+    r.add_argument("--threshold", type=bounded(float, 0, 1, open_high=True), default=0.5,
+                   help="change where probability > threshold (0 ≤ threshold < 1)")
     r.add_argument("--bands", type=_bands, default=None, help="RGB band numbers when the raster has != 3 bands")
-    r.add_argument("--scale", type=float, default=None, help="multiply non-8-bit values into 0-255")
+    r.add_argument("--scale", type=bounded(float, 0, open_low=True), default=None, help="multiply non-8-bit values into 0-255")
     r.add_argument("--reproject", action="store_true", help="warp --after onto the grid of --before")
     r.add_argument("--no-pad", action="store_true", help="do not pad rasters smaller than a tile (sides must be multiples of 16)")
     r.add_argument("--prob-out", default=None, help="also write the float32 probability GeoTIFF here")
@@ -203,6 +201,6 @@ def add_commands(sub) -> None:
     r.add_argument("--no-overlay", action="store_true")
     r.add_argument("--normalization", choices=("imagenet", "half"), default=None,
                    help="input statistics for a .safetensors model (training checkpoints carry their own)")
-    r.add_argument("--block-width", type=int, default=2048, help="output column block (memory ~ block x tile)")
+    r.add_argument("--block-width", type=bounded(int, 16), default=2048, help="output column block (memory ~ block x tile)")
     r.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
     r.set_defaults(func=_predict)

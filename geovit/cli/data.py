@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geovit.cli.options import bounded, positive_int
+
 
 class _RegisteredNames:
     """``choices`` for the dataset argument, read from the registry only when the argument is used.
@@ -35,7 +37,13 @@ class _RegisteredNames:
 
 def _synth(args: argparse.Namespace) -> int:
     from geovit.data.registry import get_dataset
+    from geovit.errors import GeovitError
 
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise GeovitError(f"OUT_DIR {out}: is an existing file; expected a folder (new or existing)")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise GeovitError(f"--num-samples {args.num_samples}: expected an integer ≥ 1")
     write = get_dataset(args.name).load("synthetic")
     root = write(Path(args.out_dir), num_samples=args.num_samples, seed=args.seed)
     print(f"wrote synthetic {args.name} data (SYNTHETIC, not the real release) to {root}")
@@ -59,13 +67,13 @@ def add_commands(sub) -> None:
     s = dsub.add_parser("synth", help="write a small synthetic data set in the real on-disk format")
     s.add_argument("name", metavar="NAME", choices=_RegisteredNames(), help="registered dataset: %(choices)s")
     s.add_argument("out_dir")
-    s.add_argument("--num-samples", type=int, default=None, help="size (dataset-specific default)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--num-samples", type=positive_int, default=None, help="size (dataset-specific default)")
+    s.add_argument("--seed", type=bounded(int, 0), default=0)
     s.set_defaults(func=_synth)
     t = dsub.add_parser("stats", help="per-band mean/std of a So2Sat split (for normalisation)")
     t.add_argument("root")
     t.add_argument("--version", default="2")
     t.add_argument("--split", default="train")
     t.add_argument("--out", default=None, help="write the statistics as JSON here")
-    t.add_argument("--max-samples", type=int, default=None)
+    t.add_argument("--max-samples", type=positive_int, default=None)
     t.set_defaults(func=_stats)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,35 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def bounded(kind: type, low: float | None = None, high: float | None = None, *, open_low: bool = False,
+            open_high: bool = False):
+    """argparse type: a finite ``kind`` (int or float) within the bounds (a usage error, exit 2, otherwise).
+
+    >>> bounded(float, 0, 1, open_high=True)("0.5")
+    0.5
+    """
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+        bad_low = low is not None and (value <= low if open_low else value < low)
+        bad_high = high is not None and (value >= high if open_high else value > high)
+        if bad_low or bad_high:
+            parts = []
+            if low is not None:
+                parts.append(f"{'>' if open_low else '≥'} {low:g}")
+            if high is not None:
+                parts.append(f"{'<' if open_high else '≤'} {high:g}")
+            raise argparse.ArgumentTypeError(f"expected a number {' and '.join(parts)}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def flag(name: str) -> str:
@@ -112,7 +142,14 @@ def resolve_config(args: argparse.Namespace, config_cls: type[Config], **fixed: 
         path = Path(path)
         if not path.is_file():
             raise GeovitError(f"--config {path}: file not found")
-        from_yaml = parse_yaml_mapping(path.read_text(), f"--config {path}")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise GeovitError(f"--config {path}: not a readable text file ({err})") from None
+        from_yaml = parse_yaml_mapping(text, f"--config {path}")
+        if not from_yaml:
+            raise GeovitError(f"--config {path}: holds no settings; expected a YAML mapping "
+                              "(write one with --print-config)")
     from_flags = given_flags(args, config_cls)
     data = {**from_yaml, **from_flags, **fixed}
     data = config_cls.adjust(data, given=set(from_yaml) | set(from_flags))

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from geovit.cli.options import add_config_flags, positive_int, print_config_and_exit, resolve_config
+from geovit.cli.options import add_config_flags, bounded, positive_int, print_config_and_exit, resolve_config
 from geovit.config import PretrainConfig
 from geovit.errors import GeovitError
 
@@ -109,7 +109,7 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
     total = cfg.max_steps or (cfg.max_epochs or 1) * steps_per_epoch
     task = PretrainingTask(
         model_config=config, model_name=cfg.model, channel_table=sel.table, channel_names=list(sel.names),
-        dataset=cfg.dataset, data_root=str(root), synthetic=synthetic, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        dataset=cfg.dataset, data_root=str(Path(root).resolve()), synthetic=synthetic, lr=cfg.lr, weight_decay=cfg.weight_decay,
         warmup_steps=min(cfg.warmup_steps, max(1, total // 10)), total_steps=int(total), seed=cfg.seed,
         plot_samples=cfg.plot_samples, image_size=image_size, so2sat_version=cfg.so2sat_version,
     )
@@ -124,6 +124,10 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
 def _pretrain(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, PretrainConfig)
     if not print_config_and_exit(args, cfg):
+        if cfg.recipe == "auto" and PretrainConfig.cpu_recipe_applies(cfg.to_dict()):
+            print(f"no GPU in use: CPU-sized defaults ({cfg.model}, batch {cfg.batch_size}, {cfg.max_steps} steps"
+                  f"{'' if cfg.data else f', {cfg.synthetic_samples} synthetic samples'}); "
+                  "--recipe paper for the paper's (ChA-MAEViT-S/8, batch 128)", flush=True)
         run_pretraining(cfg)
     return 0
 
@@ -153,6 +157,9 @@ def run_probe(args: argparse.Namespace) -> dict:
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "probe"
     if args.data is None and hp.get("data_root") and Path(hp["data_root"]).exists():
         root, synthetic = Path(hp["data_root"]), bool(hp.get("synthetic"))
+    elif args.data is None and hp.get("data_root") and not hp.get("synthetic"):
+        raise GeovitError(f"--data: not given, and the data {args.checkpoint} was pretrained on ({hp['data_root']}) "
+                          "is not there; give the dataset folder with --data")
     else:
         extra = {"version": hp.get("so2sat_version", "2")} if dataset == "so2sat" else {}
         root, synthetic = resolve_data(dataset, args.data, out, seed=args.seed, **extra)
@@ -219,5 +226,5 @@ def add_commands(sub) -> None:
     q.add_argument("--k", type=positive_int, default=20, help="neighbours of the kNN classifier (cosine)")
     q.add_argument("--batch-size", type=positive_int, default=256)
     q.add_argument("--max-samples", type=positive_int, default=None, help="cap on samples per split (quick looks)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=bounded(int, 0), default=0)
     q.set_defaults(func=_probe)

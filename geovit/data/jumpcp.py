@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from geovit.channels import JUMPCP_CHANNELS, resolve_channels
+from geovit.data.checks import require_real_numeric
 from geovit.errors import DataError, GeovitError
 
 #: Per-channel mean / std of raw intensities (ChannelViT ``config/transformations/cell.yaml``).
@@ -144,8 +145,7 @@ class JUMPCP(Dataset):
         if arr.ndim != 3 or arr.shape[0] != NUM_CHANNELS:
             raise DataError(f"{path}: array has shape {arr.shape}, expected ({NUM_CHANNELS}, H, W) "
                             "(channels Mito, AGP, RNA, ER, DNA, HighZBF, LowZBF, Brightfield)")
-        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-            raise DataError(f"{path}: dtype {arr.dtype} is not a real number type")
+        require_real_numeric(path, "array", arr.dtype, "JUMP-CP cells: any real dtype")
         return arr
 
     def __getitem__(self, index: int) -> dict:

@@ -182,6 +182,29 @@ def find_pairs(root: str | os.PathLike, split: str, *, extract: bool = True) -> 
     return pairs
 
 
+def check_headers(pairs: Sequence[Pair]) -> None:
+    """Check, from the image headers alone, that every pair's t1, t2 and label have one size.
+
+    Cheap (no pixel is decoded), so a mismatched pair is reported when the data set is opened,
+    not when training first reaches that scene.
+
+    Raises:
+        DataError: naming the unreadable file, or the pair whose sizes differ.
+    """
+    for pair in pairs:
+        sizes = []
+        for path in (pair.t1, pair.t2, pair.label):
+            try:
+                with Image.open(path) as im:
+                    sizes.append(im.size)
+            except (OSError, SyntaxError) as err:  # PIL raises SyntaxError for some broken headers
+                raise DataError(f"{path}: not a readable image ({err})") from None
+        if len(set(sizes)) > 1:
+            (w1, h1), (w2, h2), (wl, hl) = sizes
+            raise DataError(f"size mismatch: {pair.t1} is {w1}x{h1}, {pair.t2} is {w2}x{h2} and label {pair.label} "
+                            f"is {wl}x{hl}; a pair's images and label must have one size")
+
+
 # ----------------------------------------------------------------------------------- reading
 def read_rgb(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 array of an RGB image file; anything else is a :class:`DataError`."""
@@ -262,6 +285,7 @@ class LEVIRCD(torch.utils.data.Dataset):
         self.split = split
         self.transforms = transforms
         self.pairs = find_pairs(self.root, split, extract=extract)
+        check_headers(self.pairs)
         if labels == "auto":
             labels = "nonzero" if is_torchgeo_layout(self.root, split) else "strict"
         self.labels = labels

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset, random_split
 
 from geovit.channels import SO2SAT_BANDS, resolve_channels
+from geovit.data.checks import require_real_numeric
 from geovit.errors import DataError, GeovitError
 
 CLASSES: tuple[str, ...] = (
@@ -229,9 +230,16 @@ class So2Sat(Dataset):
                                 f"sen2 (N,32,32,10), label (N,17); found {sorted(f.keys())}")
             n = f["label"].shape[0]
             for key, tail in expected.items():
-                shape = f[key].shape
+                node = f[key]
+                if not isinstance(node, h5py.Dataset):
+                    raise DataError(f"{self.path}: key {key!r} is an HDF5 group; expected a dataset of shape (N, "
+                                    f"{', '.join(map(str, tail))})")
+                shape = node.shape
                 if tuple(shape[1:]) != tail or shape[0] != n:
                     raise DataError(f"{self.path}: key {key!r} has shape {shape}, expected ({n}, {', '.join(map(str, tail))})")
+                require_real_numeric(self.path, key, node.dtype, "So2Sat stores float64")
+            if n == 0:
+                raise DataError(f"{self.path}: holds 0 samples (sen1, sen2 and label have N = 0); expected N ≥ 1")
         return n
 
     def _select_rows(self, num_rows: int, val_split_pct: float) -> np.ndarray:

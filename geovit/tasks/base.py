@@ -159,7 +159,13 @@ class BaseTask(L.LightningModule):
         self.hparams["family"] = self.family
         self.resume_position: tuple[int, int] | None = None
         self._position = (0, 0)  # (epoch, batches of it started)
-        self.configure_models()
+        try:
+            self.configure_models()
+        except TypeError as err:  # a constructor keyword the model does not take
+            if "unexpected keyword argument" not in str(err):
+                raise
+            raise GeovitError(f"model_kwargs {dict(self.hparams.get('model_kwargs') or {})}: {err}; "
+                              "expected constructor arguments of the model") from None
         self.configure_losses()
         self.configure_metrics()
 
