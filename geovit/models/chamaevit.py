@@ -39,11 +39,14 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from geovit.channels import JUMPCP_CHANNELS, SO2SAT_BANDS
 from geovit.errors import CheckpointError, GeovitError
 from geovit.models import convert_official, register_model, unwrap_checkpoint
+from geovit.models._timm import channel_mean_map, check_output_fmt, finish_intermediates, geovit_cfg, take_indices
 from geovit.models.chamae_losses import (
     fourier_loss, norm_pix, patchify, proxy_loss, reconstruction_loss, token_diversification_loss, unpatchify,
 )
@@ -142,7 +145,11 @@ class ChAMAEViT(nn.Module):
     :data:`DEFAULT_DECODER`). Class defaults are the official yaml's, with the settings every
     official run uses where the yaml holds a placeholder (LayerScale ``init_values=1``, decoder
     depth 1, λ_task = 0.01). ``in_chans`` is the size of the channel table (channel ids
-    ``0..in_chans-1``); an input may carry any subset of it, in any order.
+    ``0..in_chans-1``); an input may carry any subset of it, in any order. ``default_channels``
+    binds the input bands so that ``model(x)`` needs no ``channels=`` (see :meth:`bind_channels`);
+    ``drop_path_rate`` is stochastic depth over the encoder blocks (training only; 0 as the
+    official runs). The encoder offers timm's API (``forward_intermediates``, ``feature_info``,
+    ``prune_intermediate_layers``, ``reset_classifier``).
     """
 
     def __init__(
@@ -155,7 +162,7 @@ class ChAMAEViT(nn.Module):
         proxy_loss_lambda: float = 0.0, proxy_temperature: float = 0.11, num_proxies: int = 0,
         use_proxy_head: bool = False, diverse_patch_token_weight: float = 1e-5, diverse_patch_token_gamma_s: float = 1.0,
         diverse_patch_token_gamma_d: float = 4.0, diverse_channel_token_weight: float = 1e-4,
-        diverse_channel_token_temperature: float = 0.1,
+        diverse_channel_token_temperature: float = 0.1, drop_path_rate: float = 0.0, default_channels: Any = None,
     ):
         super().__init__()
         size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
@@ -196,6 +203,7 @@ class ChAMAEViT(nn.Module):
             "diverse_patch_token_gamma_d": diverse_patch_token_gamma_d,
             "diverse_channel_token_weight": diverse_channel_token_weight,
             "diverse_channel_token_temperature": diverse_channel_token_temperature,
+            "drop_path_rate": drop_path_rate,
         }
         self.img_size, self.patch_size, self.in_chans = size[0], patch_size, in_chans
         self.num_features = self.embed_dim = embed_dim
@@ -226,10 +234,12 @@ class ChAMAEViT(nn.Module):
         self.patch_embed = PatchEmbedPerChannel(patch_size, in_chans, embed_dim, channel_tokens_init)
         if encoder_pooling != "cls_token":
             self.attn_pooling = HybridTokenFusion(embed_dim, num_heads)
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linspace(0, rate, depth)
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values,
-                  norm_layer=_norm_layer, act_layer=nn.GELU) for _ in range(depth)
+                  drop_path=dpr[i], norm_layer=_norm_layer, act_layer=nn.GELU) for i in range(depth)
         ])
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size) for i in range(depth)]
         self.norm = _norm_layer(embed_dim)
         # --- heads and decoder (§3.2-3.4) ----------------------------------------------------
         if num_classes > 0:
@@ -242,6 +252,7 @@ class ChAMAEViT(nn.Module):
             self.encoder_decoder_proj = nn.Linear(embed_dim, embed_dim)
             self.decoder_pred = nn.Linear(embed_dim, patch_size ** 2)
         self._init_weights()
+        self.bind_channels(default_channels)
 
     def _init_weights(self) -> None:
         for p in [self.pos_embed, self.cls_token, getattr(self, "memory_tokens", None), getattr(self, "pooling_query", None)]:
@@ -255,6 +266,28 @@ class ChAMAEViT(nn.Module):
             nn.init.normal_(self.decoder.mask_token, std=0.02)
 
     # ------------------------------------------------------------------ input checking
+    def bind_channels(self, channels: Any) -> list[int] | None:
+        """Bind the input bands: calls without ``channels=`` then use these ids (``channels=`` still wins).
+
+        Args:
+            channels: band names of one :mod:`geovit.channels` table, a preset (``"sentinel2"``),
+                absolute ids, or None to unbind.
+
+        Returns:
+            The bound ids (also ``config["default_channels"]``), or None.
+
+        Raises:
+            GeovitError: unknown names, repeated ids or ids outside the channel table.
+        """
+        ids = self.patch_embed.bind_channels(channels)
+        self.config["default_channels"] = ids
+        return ids
+
+    @property
+    def default_channels(self) -> list[int] | None:
+        """The bound input channel ids (see :meth:`bind_channels`), or None."""
+        return self.config.get("default_channels")
+
     def _resolve_channels(self, x: Tensor, channels: Any, channel_mask: Tensor | None) -> ChannelIds:
         if not torch.is_tensor(x) or x.ndim != 4:
             raise GeovitError(f"x: expected a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
@@ -278,6 +311,13 @@ class ChAMAEViT(nn.Module):
     def _encode(self, x: Tensor, ch: ChannelIds, masks: DCPMasks | None):
         """Tokens -> encoder output. Returns (tokens (B, E+N, D), raw patch embeddings (B, C, P, D),
         channel tokens (n, C, D), positional embedding (1, E+C*P, D))."""
+        seq, raw, chan, pos, key_mask = self._embed(x, ch, masks)
+        for blk in self.blocks:
+            seq = blk(seq, attn_mask=key_mask)
+        return self.norm(seq), raw, chan, pos
+
+    def _embed(self, x: Tensor, ch: ChannelIds, masks: DCPMasks | None):
+        """Input sequence (B, E+N, D), raw patch embeddings, channel tokens, positions, attention key mask."""
         b, c, h, w = x.shape
         p, e = self.patch_size, self.num_extra_tokens
         raw = self.patch_embed.project(x)
@@ -295,9 +335,7 @@ class ChAMAEViT(nn.Module):
         elif ch.valid is not None:
             key_mask = _key_mask(e, ch.valid.repeat_interleave(raw.shape[2], dim=1))
         seq = torch.cat([extra.expand(b, -1, -1), tokens], dim=1)
-        for blk in self.blocks:
-            seq = blk(seq, attn_mask=key_mask)
-        return self.norm(seq), raw, chan, pos
+        return seq, raw, chan, pos, key_mask
 
     def _fuse(self, tokens: Tensor) -> Tensor:
         """Hybrid token fusion (§3.2): the downstream feature (B, D)."""
@@ -324,6 +362,109 @@ class ChAMAEViT(nn.Module):
         if pre_logits or self.num_classes == 0:
             return feat
         return self.classifier_head(feat)
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier MLP (``nn.Identity`` without classes)."""
+        return getattr(self, "classifier_head", nn.Identity())
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier MLP Linear(D,4D)-GELU-Linear(4D,K) for ``num_classes`` (0: none).
+
+        Args:
+            num_classes: number of classes.
+            global_pool: accepted for timm's signature; only None / ``""`` (the model's own fusion).
+
+        Raises:
+            GeovitError: another pooling.
+        """
+        if global_pool not in (None, ""):
+            raise GeovitError(f"global_pool={global_pool!r}: ChA-MAEViT pools with its hybrid token fusion only")
+        if hasattr(self, "classifier_head"):
+            del self.classifier_head
+        self.num_classes = self.config["num_classes"] = num_classes
+        if num_classes > 0:
+            d = self.embed_dim
+            self.classifier_head = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, num_classes))
+            self.classifier_head.apply(trunc_normal_init)
+
+    def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None,
+                              return_prefix_tokens: bool = False, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False, output_dict: bool = False,
+                              *, channels: Any = None, channel_mask: Tensor | None = None):
+        """Encoder block outputs as spatial maps, with timm's signature and return values.
+
+        Every intermediate's channel-major patch tokens are reduced to one (B, D, h, w) map by the
+        **mean over the channels present** (padded channels of a ``channel_mask`` are left out): the
+        width and scale stay the same for any number of channels and the map does not depend on
+        the order of the bands, so a decoder sees one contract for every band subset. The prefix
+        tokens are the CLS and memory tokens. No masking: this is the downstream path.
+
+        Args:
+            x: (B, C, H, W).
+            indices: blocks to return: the last n (int), those indices (sequence), or all (None).
+            return_prefix_tokens: pair each map with the (B, 1 + memory, D) prefix tokens of that block.
+            norm: apply the final LayerNorm to every intermediate (before the channel mean).
+            stop_early: do not run the blocks after the last requested one.
+            output_fmt: ``"NCHW"`` (B, D, H/p, W/p) or ``"NLC"`` (B, H/p * W/p, D).
+            intermediates_only: return only the list.
+            output_dict: return a dict as timm's ViT.
+            channels: absolute channel ids (default: the bound ones, see :meth:`bind_channels`).
+            channel_mask: (B, C) bool padding mask, as in :meth:`forward`.
+
+        Returns:
+            The intermediates, or ``(final encoder tokens after the norm, intermediates)``.
+
+        Raises:
+            GeovitError: bad input, channel ids, indices or ``output_fmt``.
+        """
+        fmt = check_output_fmt(output_fmt)
+        take, last = take_indices(len(self.blocks), indices)
+        ch = self._resolve_channels(x, channels, channel_mask)
+        seq, _, _, _, key_mask = self._embed(x, ch, None)
+        p, e = self.patch_size, self.num_extra_tokens
+        h, w = x.shape[-2] // p, x.shape[-1] // p
+        blocks = self.blocks[: last + 1] if stop_early else self.blocks
+        maps, prefixes = [], []
+        for i, blk in enumerate(blocks):
+            seq = blk(seq, attn_mask=key_mask)
+            if i in take:
+                y = self.norm(seq) if norm else seq
+                maps.append(channel_mean_map(y, e, x.shape[1], h, w, ch.valid))
+                prefixes.append(y[:, :e])
+        return finish_intermediates(maps, prefixes, lambda: self.norm(seq), h=h, w=w, output_fmt=fmt,
+                                    return_prefix_tokens=return_prefix_tokens,
+                                    intermediates_only=intermediates_only, output_dict=output_dict)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Keep what ``forward_intermediates`` needs for ``indices`` (a feature backbone), as timm.
+
+        Drops the blocks after the last requested one; ``prune_norm`` the final norm;
+        ``prune_head`` the classifier, the token fusion and the pretraining parts (decoder,
+        proxies), which a feature backbone never runs (so no parameter sits unused in
+        distributed training). A pruned model serves ``forward_intermediates`` only.
+
+        Args:
+            indices: the levels to keep (int: the last n).
+            prune_norm: replace the final norm by an identity.
+            prune_head: remove the heads as above.
+
+        Returns:
+            The kept absolute indices.
+        """
+        take, last = take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: last + 1]
+        self.feature_info = self.feature_info[: last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+            for name in ("attn_pooling", "pooling_query", "decoder", "encoder_decoder_proj", "decoder_pred",
+                         "proxy_head", "output_proxies", "channel_token_proxies"):
+                if hasattr(self, name):
+                    delattr(self, name)
+            self.encoder_pooling = "cls_token"
+        return take
 
     def forward(self, x: Tensor, channels: Any = None, channel_mask: Tensor | None = None) -> Tensor:
         """Logits (B, num_classes), or the fused feature (B, D) when ``num_classes == 0``.
@@ -656,10 +797,44 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def _create(size: str, patch_size: int, recipe: str, **overrides) -> ChAMAEViT:
+def _recipe_cfg(recipe: str) -> Any:
+    """timm pretrained config of a recipe: its data's channel table, statistics and classes."""
+    from geovit.data.chammi import CHAMMI_CHANNELS
+    from geovit.data.jumpcp import JUMPCP_MEAN, JUMPCP_STD
+    from geovit.data.so2sat import CLASSES, SO2SAT_STATS
+
+    common = dict(family="chamaevit", classifier="classifier_head", license="mit", paper_ids="arXiv:2503.19331",
+                  origin_url="https://github.com/chaudatascience/cha_mae_vit",
+                  paper_name="ChA-MAEViT: Unifying Channel-Aware Masked Autoencoders and Multi-Channel Vision "
+                             "Transformers for Improved Cross-Channel Learning")
+    r = RECIPES[recipe]
+    size = (r["in_chans"], r["img_size"], r["img_size"])
+    if recipe == "so2sat":  # the official loader reads So2Sat v2's files
+        mean, std = SO2SAT_STATS["2"]
+        return geovit_cfg(input_size=size, num_classes=r["num_classes"], mean=mean, std=std, channels=SO2SAT_BANDS,
+                          channel_table="so2sat", label_names=CLASSES, **common)
+    if recipe == "jumpcp":
+        return geovit_cfg(input_size=size, num_classes=r["num_classes"], mean=JUMPCP_MEAN, std=JUMPCP_STD,
+                          channels=JUMPCP_CHANNELS, channel_table="jumpcp", **common)
+    return geovit_cfg(input_size=size, num_classes=r["num_classes"], mean=(0.0,) * 12, std=(1.0,) * 12,
+                      channels=CHAMMI_CHANNELS, channel_table="chammi",
+                      notes=("CHAMMI normalises each sub-dataset with its own statistics (mean 0 / std 1 here)",),
+                      **common)
+
+
+#: timm pretrained configs, one per variant: the recipe's data (no weights are hosted; pass
+#: ``pretrained_cfg_overlay=dict(file=PATH)`` with an official ``model.safetensors``).
+default_cfgs = generate_default_cfgs({
+    **{f"chamaevit_{size}_patch8": _recipe_cfg("so2sat") for size in VIT_SIZES},
+    **{f"chamaevit_{size}_patch16": _recipe_cfg("jumpcp") for size in VIT_SIZES},
+    "chamaevit_small_patch16_chammi": _recipe_cfg("chammi"),
+})
+
+
+def _create(size: str, patch: int, recipe: str, /, **overrides) -> ChAMAEViT:
     dim, heads = VIT_SIZES[size]
     kwargs = copy.deepcopy(RECIPES[recipe])
-    kwargs.update(patch_size=patch_size, embed_dim=dim, num_heads=heads, depth=11)
+    kwargs.update(patch_size=patch, embed_dim=dim, num_heads=heads, depth=11)
     decoder = {**kwargs.pop("decoder"), **dict(overrides.pop("decoder", None) or {})}
     kwargs.update(overrides)
     return ChAMAEViT(decoder=decoder, **kwargs)

@@ -22,9 +22,15 @@ which records the reference code's exact behaviour.
 
 Unlike the reference (hard-coded 16x16 token grid), any input whose sides are multiples of 16
 works, square or not. Inputs are RGB scaled to [0, 1] then normalised with ImageNet mean/std
-(the reference's training recipe, spec §2). ``model(t1, t2)`` returns the change probability (B, 1, H, W);
-``model.forward_logits`` the logits. Official state dicts (``best_model.pth`` /
-``checkpoint.pth.tar``) load with :func:`load_official`.
+(the reference's training recipe, spec §2). ``model(t1, t2)`` -- or ``model(x)`` with one
+(B, 2, C, H, W) tensor, torchgeo's change-detection layout -- returns the change probability
+(B, num_classes, H, W) (``num_classes=1`` as the paper); ``model.forward_logits`` the logits, and
+``logits=True`` makes ``forward`` return logits (what torchgeo's ``ChangeDetectionTask`` and its
+``BCEWithLogitsLoss`` expect). Official state dicts (``best_model.pth`` / ``checkpoint.pth.tar``)
+load with :func:`load_official`, or through ``timm.create_model(..., pretrained=True,
+pretrained_cfg_overlay=dict(file=PATH))``. :meth:`ChangeViT.forward_intermediates` follows timm's
+contract (the four bi-temporal difference maps, see there); :meth:`ChangeViT.forward_trace`
+returns every named feature of one pass (the conformance data's names).
 
 Variants ``changevit_tiny`` (ViT-T: 192 wide, 6 heads) and ``changevit_small`` (ViT-S: 384
 wide, 6 heads) start from random weights: the paper initialises from DeiT-Ti / DINOv2 ViT-S/14
@@ -40,12 +46,15 @@ from typing import Mapping
 
 import torch
 from timm.layers import PatchEmbed
+from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from geovit.channels import RGB_CHANNELS
 from geovit.errors import CheckpointError, GeovitError
 from geovit.models import convert_official, find_state_dict, register_model, strip_wrapper_prefix
-from geovit.models.changevit_parts import ChangeDecoder, DetailCapture, FeatureInjector
+from geovit.models._timm import IMAGENET_MEAN, IMAGENET_STD, check_output_fmt, geovit_cfg, take_indices
+from geovit.models.changevit_parts import DETAIL_DIMS, ChangeDecoder, DetailCapture, FeatureInjector
 from geovit.models.layers import resample_pos_grid_dino, trunc_normal_init
 
 __all__ = ["ChangeViT", "PlainViT", "VARIANTS", "build", "checkpoint_filter_fn", "infer_config", "load_official",
@@ -56,15 +65,17 @@ class PlainViT(nn.Module):
     """Plain ViT without class token; returns the final-LayerNorm tokens as a (B, C, h, w) map."""
 
     def __init__(self, img_size: int = 256, patch_size: int = 16, in_chans: int = 3,
-                 embed_dim: int = 192, depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0):
+                 embed_dim: int = 192, depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0,
+                 drop_path_rate: float = 0.0):
         super().__init__()
         self.patch_size = patch_size
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=False)
         grid = img_size // patch_size
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, embed_dim))
         norm = partial(nn.LayerNorm, eps=1e-6)
-        self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
-                                      for _ in range(depth)))
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linspace(0, rate, depth)
+        self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm,
+                                            drop_path=dpr[i]) for i in range(depth)))
         self.norm = norm(embed_dim)
 
     def interpolate_pos_embed(self, h: int, w: int) -> torch.Tensor:
@@ -82,14 +93,24 @@ class PlainViT(nn.Module):
 class ChangeViT(nn.Module):
     """Siamese plain ViT + detail capture + feature injector + difference decoder.
 
-    ``model(t1, t2)`` -> change probability (B, 1, H, W) (t1 = before, t2 = after, both
-    normalised float (B, in_chans, H, W), H and W multiples of ``patch_size``).
+    ``model(t1, t2)`` or ``model(x)`` with x (B, 2, C, H, W) -> change probability
+    (B, num_classes, H, W) (t1 = before, t2 = after, both normalised float (B, in_chans, H, W),
+    H and W multiples of ``patch_size``); with ``logits=True`` the logits instead.
+    ``num_classes`` is the number of output maps (1: binary change, as the paper);
+    ``drop_path_rate`` is stochastic depth over the ViT blocks (training only, 0 as the reference).
     """
 
     def __init__(self, embed_dim: int = 192, depth: int = 12, num_heads: int = 6, *,
                  img_size: int = 256, patch_size: int = 16, in_chans: int = 3, mlp_ratio: float = 4.0,
-                 injector_heads: int = 8, decoder_decay: int = 4, detail_dropout: float = 0.01):
+                 injector_heads: int = 8, decoder_decay: int = 4, detail_dropout: float = 0.01,
+                 num_classes: int = 1, logits: bool = False, drop_path_rate: float = 0.0):
         super().__init__()
+        if num_classes < 1:
+            raise GeovitError(f"ChangeViT num_classes={num_classes}: expected at least 1 output map")
+        if isinstance(img_size, (list, tuple)):  # (H, W) as frameworks pass it; the stored grid is square
+            if len(set(int(v) for v in img_size)) != 1:
+                raise GeovitError(f"ChangeViT img_size={img_size}: the stored positional grid is square")
+            img_size = int(img_size[0])
         if patch_size != 16:
             raise GeovitError(f"ChangeViT patch_size={patch_size}: the decoder upsamples c5 to the "
                               "1/8 detail map, so only patch_size=16 is supported")
@@ -99,13 +120,19 @@ class ChangeViT(nn.Module):
         self.config = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, img_size=img_size,
                            patch_size=patch_size, in_chans=in_chans, mlp_ratio=mlp_ratio,
                            injector_heads=injector_heads, decoder_decay=decoder_decay,
-                           detail_dropout=detail_dropout)
+                           detail_dropout=detail_dropout, num_classes=num_classes, logits=logits,
+                           drop_path_rate=drop_path_rate)
         self.patch_size = patch_size
         self.in_chans = in_chans
-        self.vit = PlainViT(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio)
+        self.num_classes = num_classes
+        self.logits = logits
+        self.vit = PlainViT(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
         self.detail_capture = DetailCapture(in_chans, detail_dropout)
         self.feature_injector = FeatureInjector(embed_dim, num_heads=injector_heads)
-        self.decoder = ChangeDecoder(embed_dim, decay=decoder_decay)
+        self.decoder = ChangeDecoder(embed_dim, decay=decoder_decay, num_classes=num_classes)
+        dims = (*DETAIL_DIMS, embed_dim)
+        self.feature_info = [dict(module=f"decoder.difference.{i}", num_chs=d, reduction=2 ** (i + 1))
+                             for i, d in enumerate(dims)]
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -118,6 +145,22 @@ class ChangeViT(nn.Module):
             nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
 
     # ----------------------------------------------------------------------------- inputs
+    def split_pair(self, t1, t2=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(t1, t2)`` of the inputs: two (B, C, H, W) tensors, or one (B, 2, C, H, W) tensor as t1.
+
+        Raises:
+            GeovitError: one input that is not a (B, 2, C, H, W) tensor.
+        """
+        if t2 is not None:
+            return t1, t2
+        if isinstance(t1, (tuple, list)) and len(t1) == 2:
+            return t1[0], t1[1]
+        if not isinstance(t1, torch.Tensor) or t1.ndim != 5 or t1.shape[1] != 2:
+            shape = tuple(t1.shape) if isinstance(t1, torch.Tensor) else type(t1).__name__
+            raise GeovitError(f"ChangeViT input: expected t1 and t2, each (B, {self.in_chans}, H, W), or one "
+                              f"(B, 2, {self.in_chans}, H, W) tensor (torchgeo's change layout), got {shape}")
+        return t1[:, 0], t1[:, 1]
+
     def check_inputs(self, t1: torch.Tensor, t2: torch.Tensor) -> None:
         """Raise :class:`GeovitError` unless t1, t2 are equal-shape (B, in_chans, H, W) float
         tensors with H and W positive multiples of the patch size."""
@@ -153,13 +196,14 @@ class ChangeViT(nn.Module):
         """Decoder on (c2, c3, c4, injected c5) of both time steps (the raw ViT map is skipped)."""
         return self.decoder((*f1[:3], f1[4]), (*f2[:3], f2[4]))
 
-    def forward_intermediates(self, t1: torch.Tensor, t2: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_trace(self, t1: torch.Tensor, t2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """All features of one forward pass, named as in the conformance data.
 
         Keys: ``pos_embed_interp`` (1, h*w, C); for ``s`` in ``t1, t2``: ``c2_s`` (B, 64, H/2, W/2),
         ``c3_s`` (B, 128, H/4, W/4), ``c4_s`` (B, 256, H/8, W/8), ``vit_s`` (B, C, H/16, W/16),
-        ``inj_s`` (B, C, H/16, W/16); ``logits`` and ``prob`` (B, 1, H, W).
+        ``inj_s`` (B, C, H/16, W/16); ``logits`` and ``prob`` (B, num_classes, H, W).
         """
+        t1, t2 = self.split_pair(t1, t2)
         self.check_inputs(t1, t2)
         f1, f2 = self._encode_pair(t1, t2)
         out = {"pos_embed_interp": self.vit.interpolate_pos_embed(t1.shape[-2] // self.patch_size,
@@ -170,14 +214,122 @@ class ChangeViT(nn.Module):
         out["prob"] = out["logits"].sigmoid()
         return out
 
-    def forward_logits(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        """Change logits (B, 1, H, W) at full input resolution."""
+    def forward_intermediates(self, x, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+                              output_dict: bool = False):
+        """The bi-temporal feature pyramid, with timm's signature and return values.
+
+        Level l (0-3) is the decoder's difference map ``difference[l]([x_l, y_l, |x_l - y_l|])`` of the
+        two time steps' features at stride 2, 4, 8 (detail capture c2-c4) and 16 (injected ViT map
+        c5): (B, 64, H/2, W/2), (B, 128, H/4, W/4), (B, 256, H/8, W/8), (B, embed_dim, H/16, W/16),
+        the maps the decoder fuses top-down (``feature_info`` lists them). They are what a
+        segmentation decoder of another framework (TerraTorch) needs from a change backbone.
+
+        Args:
+            x: (B, 2, C, H, W) (torchgeo's layout) or a ``(t1, t2)`` pair.
+            indices: levels to return: the last n (int), those indices (sequence), or all (None).
+            norm: accepted for timm's signature; the difference maps have no final norm (no effect).
+            stop_early: skip the ViT branch when no requested level needs it (levels 0-2 only).
+            output_fmt: ``"NCHW"`` or ``"NLC"`` (B, h*w, C_l).
+            intermediates_only: return only the list.
+            output_dict: return ``{"image_intermediates", "image_features"}``.
+
+        Returns:
+            The maps, or ``(logits (B, num_classes, H, W), maps)``.
+
+        Raises:
+            GeovitError: bad inputs, indices or ``output_fmt``.
+        """
+        fmt = check_output_fmt(output_fmt)
+        take, last = take_indices(len(self.feature_info), indices)
+        t1, t2 = self.split_pair(x)
+        self.check_inputs(t1, t2)
+        if stop_early and last < 3 and intermediates_only:
+            both = self.detail_capture(torch.cat([t1, t2], dim=0))
+            f1, f2 = tuple(f[: t1.shape[0]] for f in both), tuple(f[t1.shape[0]:] for f in both)
+        else:
+            e1, e2 = self._encode_pair(t1, t2)
+            f1, f2 = (*e1[:3], e1[4]), (*e2[:3], e2[4])
+        wanted = take if intermediates_only else range(len(self.feature_info))
+        diffs = {i: self.decoder.difference_map(i, f1[i], f2[i]) for i in wanted}
+        maps = [diffs[i] for i in take]
+        if fmt == "NLC":
+            maps = [m.flatten(2).transpose(1, 2) for m in maps]
+
+        def final() -> torch.Tensor:
+            return self.decoder.fuse(*(diffs[i] for i in range(4)))
+
+        if output_dict:
+            out = {"image_intermediates": maps}
+            if not intermediates_only:
+                out["image_features"] = final()
+            return out
+        return maps if intermediates_only else (final(), maps)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Keep the parts ``forward_intermediates`` needs for ``indices`` (a feature backbone).
+
+        ``prune_head`` removes the decoder's top-down path and change head (``up_c*``, ``head``), which
+        the difference maps do not use; the pruned model serves ``forward_intermediates`` only.
+
+        Args:
+            indices: the levels to keep (int: the last n).
+            prune_norm: accepted for timm's signature (nothing to prune).
+            prune_head: remove the decoder's upsampling path and head.
+
+        Returns:
+            The kept absolute indices.
+        """
+        take, _ = take_indices(len(self.feature_info), indices)
+        if prune_head:
+            for name in ("up_c5", "up_c4", "up_c3", "head"):
+                if hasattr(self.decoder, name):
+                    delattr(self.decoder, name)
+        return take
+
+    def get_classifier(self) -> nn.Module:
+        """The final 3x3 convolution that makes the ``num_classes`` change maps."""
+        return self.decoder.head[1]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new final convolution for ``num_classes`` output maps (Kaiming init, as the decoder's convs).
+
+        Args:
+            num_classes: number of output maps (at least 1).
+            global_pool: accepted for timm's signature (a dense model has no pooling); must be None / "".
+
+        Raises:
+            GeovitError: ``num_classes < 1`` or a pooling.
+        """
+        if num_classes < 1 or global_pool not in (None, ""):
+            raise GeovitError(f"ChangeViT reset_classifier({num_classes}, {global_pool!r}): expected at least "
+                              "1 output map and no pooling")
+        old = self.decoder.head[1]
+        conv = nn.Conv2d(old.in_channels, num_classes, 3, padding=1, bias=False)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+        self.decoder.head[1] = conv
+        self.num_classes = self.config["num_classes"] = num_classes
+
+    def forward_logits(self, t1: torch.Tensor, t2: torch.Tensor | None = None) -> torch.Tensor:
+        """Change logits (B, num_classes, H, W) at full input resolution (inputs as :meth:`forward`)."""
+        t1, t2 = self.split_pair(t1, t2)
         self.check_inputs(t1, t2)
         return self._decode(*self._encode_pair(t1, t2))
 
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        """Change probability (B, 1, H, W) = sigmoid of :meth:`forward_logits`."""
-        return self.forward_logits(t1, t2).sigmoid()
+    def forward(self, t1: torch.Tensor, t2: torch.Tensor | None = None) -> torch.Tensor:
+        """Change probability (B, num_classes, H, W) = sigmoid of :meth:`forward_logits` (the logits
+        themselves when built with ``logits=True``).
+
+        Args:
+            t1: before, (B, C, H, W); or both time steps as one (B, 2, C, H, W) tensor.
+            t2: after, (B, C, H, W); None when ``t1`` holds both.
+
+        Returns:
+            (B, num_classes, H, W).
+        """
+        out = self.forward_logits(t1, t2)
+        return out if self.logits else out.sigmoid()
 
 
 # --------------------------------------------------------------------------------- variants
@@ -203,6 +355,19 @@ def build(config: Mapping) -> ChangeViT:
         return ChangeViT(**dict(config))
     except TypeError as err:
         raise GeovitError(f"ChangeViT config {dict(config)}: {err}") from None
+
+
+#: timm pretrained configs: RGB pairs normalised with ImageNet statistics, 256 px, 1 change map.
+#: No weights are hosted: pass ``pretrained_cfg_overlay=dict(file=PATH)`` (``best_model.pth`` ...).
+default_cfgs = generate_default_cfgs({
+    f"changevit_{size}": geovit_cfg(
+        family="changevit", input_size=(3, 256, 256), num_classes=1, classifier="decoder.head.1",
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, channels=RGB_CHANNELS, channel_table="rgb",
+        first_conv=("vit.patch_embed.proj", "detail_capture.conv1"), license="cc-by-nc-sa-4.0",
+        paper_ids="arXiv:2406.12847", origin_url="https://github.com/zhuduowang/ChangeViT",
+        paper_name="ChangeViT: Unleashing Plain Vision Transformers for Change Detection")
+    for size in VARIANTS
+})
 
 
 @register_model
@@ -303,6 +468,8 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], config: Mapping | None 
     inferred = dict(embed_dim=int(pos.shape[-1]), depth=max(blocks) + 1 if blocks else 0,
                     img_size=grid * int(patch.shape[-1]), patch_size=int(patch.shape[-1]),
                     in_chans=int(patch.shape[1]))
+    if "decoder.head.1.weight" in state:
+        inferred["num_classes"] = int(state["decoder.head.1.weight"].shape[0])
     for key, value in inferred.items():
         if key in config and config[key] != value:
             raise CheckpointError(f"config {key}={config[key]!r} but the checkpoint's tensors imply {value!r}")

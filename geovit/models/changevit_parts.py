@@ -153,10 +153,11 @@ class ChangeDecoder(nn.Module):
 
     Each level l in (c2, c3, c4, injected c5) gives ``f_l = difference[l]([x_l, y_l, |x_l-y_l|])``;
     the coarser map is upsampled x2 and added, down to 1/2 resolution; ``head`` (transposed conv
-    + 3x3 conv) brings it to full resolution with one output channel (the change logit).
+    + 3x3 conv) brings it to full resolution with ``num_classes`` output channels (the change logits;
+    1 as the paper).
     """
 
-    def __init__(self, embed_dim: int, detail_dims=DETAIL_DIMS, decay: int = 4):
+    def __init__(self, embed_dim: int, detail_dims=DETAIL_DIMS, decay: int = 4, num_classes: int = 1):
         super().__init__()
         dims = (*detail_dims, embed_dim)
         self.difference = nn.ModuleList(difference_block(d, decay) for d in dims)
@@ -165,13 +166,19 @@ class ChangeDecoder(nn.Module):
         self.up_c3 = upsample_block(detail_dims[1], detail_dims[0])
         self.head = nn.Sequential(
             nn.ConvTranspose2d(detail_dims[0], detail_dims[0], 4, stride=2, padding=1),
-            nn.Conv2d(detail_dims[0], 1, 3, padding=1, bias=False),
+            nn.Conv2d(detail_dims[0], num_classes, 3, padding=1, bias=False),
         )
 
+    def difference_map(self, level: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``difference[level]([x, y, |x - y|])``: the two time steps' features of one level, fused."""
+        return self.difference[level](torch.cat([x, y, (x - y).abs()], dim=1))
+
     def forward(self, feats1, feats2) -> torch.Tensor:
-        """``(c2, c3, c4, c5)`` of both time steps -> change logits (B, 1, H, W)."""
-        f2, f3, f4, f5 = (mlp(torch.cat([x, y, (x - y).abs()], dim=1))
-                          for mlp, x, y in zip(self.difference, feats1, feats2))
+        """``(c2, c3, c4, c5)`` of both time steps -> change logits (B, num_classes, H, W)."""
+        return self.fuse(*(self.difference_map(i, x, y) for i, (x, y) in enumerate(zip(feats1, feats2))))
+
+    def fuse(self, f2: torch.Tensor, f3: torch.Tensor, f4: torch.Tensor, f5: torch.Tensor) -> torch.Tensor:
+        """The four difference maps (strides 2, 4, 8, 16), fused top-down -> logits (B, num_classes, H, W)."""
         c4 = f4 + self.up_c5(f5)
         c3 = f3 + self.up_c4(c4)
         c2 = f2 + self.up_c3(c3)

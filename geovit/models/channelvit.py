@@ -25,11 +25,16 @@ from functools import partial
 from typing import Any, Mapping
 
 import torch
+from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from geovit.channels import JUMPCP_CHANNELS, RGB_CHANNELS, SO2SAT_BANDS
 from geovit.errors import CheckpointError, GeovitError
 from geovit.models import convert_official, find_state_dict, register_model, strip_wrapper_prefix
+from geovit.models._timm import (
+    IMAGENET_MEAN, IMAGENET_STD, channel_mean_map, check_output_fmt, finish_intermediates, geovit_cfg, take_indices,
+)
 from geovit.models.layers import (
     VIT_HEADS_BY_WIDTH, VIT_SIZES, PatchEmbedPerChannel, channel_table_from_5d, tile_pos_embed, trunc_normal_init,
 )
@@ -47,7 +52,14 @@ class ChannelViT(nn.Module):
 
     Call ``model(x, channels=ids)`` with x (B, k, H, W) holding only the k channels present and ids
     (B, k) or (k,) their absolute indices. Returns logits when ``num_classes > 0``, else the (B, D)
-    CLS feature.
+    CLS feature. ``default_channels`` (band names of a :mod:`geovit.channels` table, a preset such as
+    ``"sentinel2"``, or ids) binds the input bands, so that ``model(x)`` means
+    ``model(x, channels=those ids)`` -- what frameworks that only call ``model(x)`` (torchgeo,
+    TerraTorch, timm's feature wrappers) need; see :meth:`bind_channels`. Without a binding,
+    ``model(x)`` needs all ``in_chans`` channels.
+
+    The timm model API is complete: ``forward_features`` / ``forward_head`` / ``forward_intermediates``
+    / ``prune_intermediate_layers`` / ``reset_classifier`` / ``feature_info`` (one level per block).
     """
 
     family = "channelvit"
@@ -68,9 +80,12 @@ class ChannelViT(nn.Module):
         drop_path_rate: float = 0.0,
         hcs: bool = True,
         hcs_seed: int | None = None,
+        default_channels: Any = None,
     ):
         super().__init__()
         if isinstance(img_size, (list, tuple)):  # official configs pass [224]
+            if len(set(int(v) for v in img_size)) != 1:
+                raise GeovitError(f"img_size={img_size}: ChannelViT's positional grid is square")
             img_size = int(img_size[0])
         self.config: dict[str, Any] = dict(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
@@ -98,7 +113,9 @@ class ChannelViT(nn.Module):
         ])
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size) for i in range(depth)]
         self._init_weights()
+        self.bind_channels(default_channels)
 
     def _init_weights(self) -> None:
         for p in (self.cls_token, self.pos_embed):
@@ -106,6 +123,28 @@ class ChannelViT(nn.Module):
         self.apply(trunc_normal_init)
 
     # -- pieces ----------------------------------------------------------------------------
+    def bind_channels(self, channels: Any) -> list[int] | None:
+        """Bind the input bands: ``model(x)`` then uses these ids (an explicit ``channels=`` still wins).
+
+        Args:
+            channels: band names of one :mod:`geovit.channels` table (``["S2_B02", "S2_B03"]``), a preset
+                (``"sentinel2"``), absolute ids, or None to unbind.
+
+        Returns:
+            The bound ids (also ``config["default_channels"]``), or None.
+
+        Raises:
+            GeovitError: unknown names, repeated ids or ids outside the channel table.
+        """
+        ids = self.patch_embed.bind_channels(channels)
+        self.config["default_channels"] = ids
+        return ids
+
+    @property
+    def default_channels(self) -> list[int] | None:
+        """The bound input channel ids (see :meth:`bind_channels`), or None."""
+        return self.config.get("default_channels")
+
     def sample_channels(self, k: int) -> list[int]:
         """HCS draw (§3.2): m ~ U{1..k}, then a random m-combination in random order (positions)."""
         m = self.hcs_rng.randint(1, k)
@@ -158,6 +197,97 @@ class ChannelViT(nn.Module):
         cls = tokens[:, 0]
         return cls if pre_logits else self.head(cls)
 
+    def get_classifier(self) -> nn.Module:
+        """The classifier head (``nn.Identity`` without classes)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the head by a new one for ``num_classes`` (0: no head); the CLS token is the pooling.
+
+        Args:
+            num_classes: number of classes.
+            global_pool: accepted for timm's signature; only ``None``, ``""`` or ``"token"`` (the CLS token).
+
+        Raises:
+            GeovitError: another pooling.
+        """
+        if global_pool not in (None, "", "token"):
+            raise GeovitError(f"global_pool={global_pool!r}: ChannelViT pools with its CLS token ('token') only")
+        self.num_classes = self.config["num_classes"] = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            trunc_normal_init(self.head)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
+                              return_prefix_tokens: bool = False, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False, output_dict: bool = False,
+                              *, channels: torch.Tensor | None = None):
+        """Block outputs as spatial maps, with timm's signature and return values.
+
+        The k channels of the input each have their own h x w patch tokens. Every intermediate is
+        reduced to one map by the **mean over the channels present**: it keeps the channel width D
+        and the scale of the tokens whatever k is, does not depend on the order the bands are
+        passed in, and so gives a decoder the same (B, D, h, w) contract for any band subset
+        (a concatenation would change width with k, a sum would change scale). In training mode
+        with HCS only the sampled channels are present and averaged.
+
+        Args:
+            x: (B, k, H, W).
+            indices: blocks to return: the last n (int), those indices (sequence), or all (None).
+            return_prefix_tokens: pair each map with the (B, 1, D) CLS token of that block.
+            norm: apply the final LayerNorm to every intermediate (before the channel mean).
+            stop_early: do not run the blocks after the last requested one.
+            output_fmt: ``"NCHW"`` (B, D, H/p, W/p) or ``"NLC"`` (B, H/p * W/p, D).
+            intermediates_only: return only the list of intermediates.
+            output_dict: return a dict (``image_intermediates``, ``image_intermediates_prefix``,
+                ``image_features``) as timm's ViT.
+            channels: absolute ids of the k channels (default: the bound ones, see :meth:`bind_channels`).
+
+        Returns:
+            The intermediates, or ``(final tokens (B, 1 + k*N, D) after the norm, intermediates)``.
+
+        Raises:
+            GeovitError: bad input, channel ids, indices or ``output_fmt``.
+        """
+        fmt = check_output_fmt(output_fmt)
+        take, last = take_indices(len(self.blocks), indices)
+        tokens = self.prepare_tokens(x, channels)
+        p = self.patch_size
+        h, w = x.shape[-2] // p, x.shape[-1] // p
+        k = (tokens.shape[1] - 1) // (h * w)
+        blocks = self.blocks[: last + 1] if stop_early else self.blocks
+        maps, prefixes = [], []
+        for i, blk in enumerate(blocks):
+            tokens = blk(tokens)
+            if i in take:
+                y = self.norm(tokens) if norm else tokens
+                maps.append(channel_mean_map(y, 1, k, h, w))
+                prefixes.append(y[:, :1])
+        return finish_intermediates(maps, prefixes, lambda: self.norm(tokens), h=h, w=w, output_fmt=fmt,
+                                    return_prefix_tokens=return_prefix_tokens,
+                                    intermediates_only=intermediates_only, output_dict=output_dict)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the blocks after the last of ``indices`` (and the norm / head), as timm's ViT.
+
+        Args:
+            indices: the levels to keep (int: the last n).
+            prune_norm: replace the final norm by an identity.
+            prune_head: remove the classifier.
+
+        Returns:
+            The kept absolute indices.
+        """
+        take, last = take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: last + 1]
+        self.feature_info = self.feature_info[: last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
+
     def forward(self, x: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, num_classes), or the (B, D) CLS feature when ``num_classes == 0``.
 
@@ -182,7 +312,68 @@ class ChannelViT(nn.Module):
 
 
 # -- registry -------------------------------------------------------------------------------------
-def _variant(size: str, patch: int, **kwargs) -> ChannelViT:
+_RELEASE = "https://github.com/insitro/ChannelViT/releases/tag/v1.0.0"
+_SO2SAT_RANDOM_STATS, _SO2SAT_CITY_STATS = "3_random", "2"
+
+
+def _cfg(**kwargs) -> Any:
+    """timm pretrained config of a ChannelViT variant (the channel table and the data statistics)."""
+    base = dict(family="channelvit", input_size=(3, 224, 224), num_classes=0, classifier="head",
+                channels=RGB_CHANNELS, channel_table="rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                license="cc-by-nc-4.0", paper_ids="arXiv:2309.16108",
+                paper_name="Channel Vision Transformers: An Image Is Worth 1 x 16 x 16 Words")
+    return geovit_cfg(**{**base, **kwargs})
+
+
+def _release_cfgs() -> dict[str, Any]:
+    """Data tags of every variant (``.so2sat``: the 18 bands with So2Sat v2 statistics, ``.jumpcp``: the
+    8 JUMP-CP channels), then the released checkpoints' data (GitHub release v1.0.0; the files hold no
+    classifier) as tags of the released variants."""
+    from geovit.data.jumpcp import JUMPCP_MEAN, JUMPCP_STD
+    from geovit.data.so2sat import SO2SAT_STATS
+
+    def so2sat(version: str, split: str) -> Any:
+        mean, std = SO2SAT_STATS[version]
+        return _cfg(input_size=(18, 32, 32), channels=SO2SAT_BANDS, channel_table="so2sat", mean=mean, std=std,
+                    origin_url=_RELEASE, notes=(f"so2sat_channelvit_small_p8_with_hcs_{split}_split_supervised.pth",))
+
+    def jumpcp(n: int, file: str) -> Any:
+        return _cfg(input_size=(n, 224, 224), channels=JUMPCP_CHANNELS[:n], channel_table="jumpcp",
+                    mean=JUMPCP_MEAN[:n], std=JUMPCP_STD[:n], origin_url=_RELEASE, notes=(file,))
+
+    data = {}
+    for size in VIT_SIZES:
+        for patch in (8, 16):
+            mean, std = SO2SAT_STATS[_SO2SAT_CITY_STATS]
+            data[f"channelvit_{size}_patch{patch}.so2sat"] = _cfg(
+                input_size=(18, 32, 32), channels=SO2SAT_BANDS, channel_table="so2sat", mean=mean, std=std)
+            data[f"channelvit_{size}_patch{patch}.jumpcp"] = _cfg(
+                input_size=(8, 224, 224), channels=JUMPCP_CHANNELS, channel_table="jumpcp", mean=JUMPCP_MEAN,
+                std=JUMPCP_STD)
+    return {
+        **data,
+        "channelvit_small_patch8.so2sat_random_hcs": so2sat(_SO2SAT_RANDOM_STATS, "random"),
+        "channelvit_small_patch8.so2sat_hard_hcs": so2sat(_SO2SAT_CITY_STATS, "hard"),
+        "channelvit_small_patch8.jumpcp_cellpaint_hcs": jumpcp(
+            5, "cpjump_cellpaint_channelvit_small_p8_with_hcs_supervised.pth"),
+        "channelvit_small_patch8.jumpcp_cellpaint_bf_hcs": jumpcp(
+            8, "cpjump_cellpaint_bf_channelvit_small_p8_with_hcs_supervised.pth"),
+        "channelvit_small_patch16.imagenet_hcs": _cfg(
+            origin_url=_RELEASE, notes=("imagenet_channelvit_small_p16_with_hcs_supervised.pth",)),
+    }
+
+
+#: timm pretrained configs: one untagged (RGB, ImageNet statistics) per variant, data tags and the
+#: official releases (``timm.create_model("channelvit_tiny_patch8.so2sat")`` builds the 18-band model;
+#: ``channelvit_small_patch8.so2sat_random_hcs`` describes the released So2Sat file). No weights are
+#: hosted: pass ``pretrained_cfg_overlay=dict(file=PATH)``.
+default_cfgs = generate_default_cfgs({
+    **{f"channelvit_{size}_patch{patch}": _cfg() for size in VIT_SIZES for patch in (8, 16)},
+    **_release_cfgs(),
+})
+
+
+def _variant(size: str, patch: int, /, **kwargs) -> ChannelViT:
     dim, heads = VIT_SIZES[size]
     cfg = dict(patch_size=patch, embed_dim=dim, depth=12, num_heads=heads, mlp_ratio=4.0, qkv_bias=True)
     cfg.update(kwargs)

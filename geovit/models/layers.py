@@ -67,6 +67,8 @@ class PatchEmbedPerChannel(nn.Module):
         if channel_init not in CHANNEL_INITS:
             raise GeovitError(f"channel_init: {channel_init!r}, expected one of {CHANNEL_INITS}")
         self.patch_size, self.num_channels = patch_size, num_channels
+        # bound input channels (see bind_channels); a buffer so it follows .to(device), not in the state dict
+        self.register_buffer("default_ids", None, persistent=False)
         self.proj = nn.Conv3d(1, embed_dim, kernel_size=(1, patch_size, patch_size), stride=(1, patch_size, patch_size))
         self.channel_embed = nn.Embedding(num_channels, embed_dim)
         with torch.no_grad():
@@ -96,10 +98,21 @@ class PatchEmbedPerChannel(nn.Module):
         """
         b, k = x.shape[:2]
         valid = None if channel_mask is None else _check_channel_mask(x, channel_mask)
+        if channels is None and self.default_ids is not None:
+            bound = self.default_ids
+            if k != bound.numel():
+                raise GeovitError(f"x has {k} channels but the model is bound to {bound.numel()} input channels "
+                                  f"(default_channels={bound.tolist()}); pass channels= with the absolute ids of "
+                                  f"the {k} channels present")
+            return ChannelIds(bound.to(x.device)[None], valid)
         if channels is None:
-            if k > self.num_channels:
+            if k != self.num_channels:
+                fewer = "" if k > self.num_channels else (
+                    ", and without channels= the model cannot tell which of them these are; bind the input bands "
+                    "once with default_channels=[...] (create_model) or model.bind_channels([...])")
                 raise GeovitError(f"x has {k} channels but the model's channel table has {self.num_channels} "
-                                  f"(in_chans={self.num_channels}); pass channels= with the absolute channel ids")
+                                  f"(in_chans={self.num_channels}){fewer}; pass channels= with the absolute "
+                                  "channel ids")
             return ChannelIds(torch.arange(k, device=x.device)[None], valid)
         try:
             ids = torch.as_tensor(channels, device=x.device)
@@ -122,6 +135,24 @@ class PatchEmbedPerChannel(nn.Module):
         if valid is not None:
             ids = ids.expand(b, k).masked_fill(~valid, 0)
         return ChannelIds(ids, valid)
+
+    def bind_channels(self, channels: Any) -> list[int] | None:
+        """Bind the input bands: later calls without ``channels=`` use these ids.
+
+        Args:
+            channels: band names of a geovit channel table, a preset name (``"sentinel2"``), absolute
+                ids, or None to unbind; see :func:`resolve_channel_spec`.
+
+        Returns:
+            The bound ids, or None.
+
+        Raises:
+            GeovitError: unknown names, repeated or out-of-table ids.
+        """
+        ids = resolve_channel_spec(channels, self.num_channels)
+        device = self.proj.weight.device
+        self.default_ids = None if ids is None else torch.tensor(ids, dtype=torch.long, device=device)
+        return ids
 
     def project(self, x: Tensor) -> Tensor:
         """Raw patch embeddings (B, k, N, D) of x (B, k, H, W), before channel embeddings.
@@ -151,6 +182,53 @@ class PatchEmbedPerChannel(nn.Module):
         """
         ch = self.resolve_channels(x, channels, channel_mask)
         return self.project(x) + self.channel_tokens(ch.ids, ch.valid)[:, :, None, :]
+
+
+def resolve_channel_spec(channels: Any, num_channels: int, table: str | None = None) -> list[int] | None:
+    """Absolute channel ids of a band list given by names, a preset, or ids.
+
+    Args:
+        channels: None; a preset name or comma list of names (``"sentinel2"``, ``"S2_B04,S2_B03"``);
+            a sequence of band names of one geovit channel table (:mod:`geovit.channels`); or a
+            sequence / 1-d tensor of integer ids.
+        num_channels: size of the model's channel table (ids must be below it).
+        table: the channel table the names belong to, when known (e.g. from ``pretrained_cfg``).
+
+    Returns:
+        The ids in the given order, or None for ``channels=None``.
+
+    Raises:
+        GeovitError: naming ``default_channels`` and what was expected.
+    """
+    if channels is None:
+        return None
+    if isinstance(channels, Tensor):
+        channels = channels.tolist()
+    if isinstance(channels, str) or (isinstance(channels, (list, tuple)) and channels
+                                     and all(isinstance(c, str) for c in channels)):
+        from geovit.channels import resolve_channels
+
+        try:
+            ids = list(resolve_channels(channels if isinstance(channels, str) else list(channels), table).ids)
+        except GeovitError as err:
+            raise GeovitError("default_channels: " + str(err).removeprefix("--channels: ")) from None
+    else:
+        try:
+            ids = [int(c) for c in channels]
+        except (TypeError, ValueError):
+            raise GeovitError(f"default_channels: {channels!r}; expected band names, a preset name or integer "
+                              "channel ids") from None
+        if any(isinstance(c, float) and not float(c).is_integer() for c in channels):
+            raise GeovitError(f"default_channels: {channels!r}; expected integer channel ids")
+    if not ids:
+        raise GeovitError("default_channels: empty list; expected at least one band")
+    if len(set(ids)) != len(ids):
+        raise GeovitError(f"default_channels: ids {ids} name a channel twice")
+    bad = [i for i in ids if not 0 <= i < num_channels]
+    if bad:
+        raise GeovitError(f"default_channels: ids {bad} fall outside the model's channel table 0..{num_channels - 1} "
+                          f"(in_chans={num_channels})")
+    return ids
 
 
 def _check_channel_mask(x: Tensor, channel_mask: Any) -> Tensor:

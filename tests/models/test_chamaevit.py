@@ -173,7 +173,7 @@ def test_channel_only_draw_hiding_nothing_skips_decoder(tiny):
                         torch.zeros(2, L, dtype=torch.bool), torch.ones(2, L, dtype=torch.bool),
                         torch.ones(2, 3, dtype=torch.bool))
     assert masks.tokens_to_keep.shape[1] % P == 0
-    out = tiny.pretrain_step(x, masks=keep_all)
+    out = tiny.pretrain_step(x, channels=[0, 1, 2], masks=keep_all)
     assert out["decoder_skipped"] and out["pred"] is None and out["loss_mae"] == 0
     assert not out["pixel_mask"].any()
 
@@ -230,8 +230,9 @@ def test_config_roundtrip_and_converted_file(tiny, tmp_path):
     clone = build(config)
     clone.load_state_dict(tiny.state_dict())
     x = torch.randn(2, 3, 16, 16)
+    first = [0, 1, 2]
     with torch.no_grad():
-        assert torch.equal(clone.eval()(x), tiny(x))
+        assert torch.equal(clone.eval()(x, first), tiny(x, first))
     geovit.hub.save_converted(tiny, "chamaevit", tiny.config, tmp_path / "m.safetensors")
     loaded = geovit.hub.load_converted(tmp_path / "m.safetensors", family="chamaevit")
     with torch.no_grad():
@@ -239,7 +240,7 @@ def test_config_roundtrip_and_converted_file(tiny, tmp_path):
     official = load_official(tiny.state_dict(), {"num_heads": 2, "decoder": {"num_heads": 4}})
     assert official.config["in_chans"] == 5 and official.config["num_memory_tokens"] == 2
     with torch.no_grad():
-        assert torch.allclose(official(x), tiny(x))
+        assert torch.allclose(official(x, first), tiny(x, first))
 
 
 def test_registry_variants_and_official_parameter_counts():
@@ -283,7 +284,7 @@ def test_bad_inputs_and_settings(tiny):
     with pytest.raises(GeovitError, match="not divisible by patch_size"):
         tiny(torch.randn(1, 2, 18, 16))
     with pytest.raises(GeovitError, match="square"):
-        tiny.pretrain_step(torch.randn(1, 2, 16, 8))
+        tiny.pretrain_step(torch.randn(1, 2, 16, 8), channels=[0, 1])
     with pytest.raises(GeovitError, match=r"dcp_mask_ratio: 1.0 is outside \(0, 1\)"):
         ChAMAEViT(**{**TINY, "decoder": {"dcp_mask_ratio": 1.0}})
     with pytest.raises(GeovitError, match="dcp_p_patch"):
@@ -291,11 +292,11 @@ def test_bad_inputs_and_settings(tiny):
     tiny.dcp_mask_ratio = 0.0
     try:
         with pytest.raises(GeovitError, match="outside"):
-            tiny.pretrain_step(torch.randn(1, 2, 16, 16))
+            tiny.pretrain_step(torch.randn(1, 2, 16, 16), channels=[0, 1])
     finally:
         tiny.dcp_mask_ratio = 0.75
     with pytest.raises(GeovitError, match="labels"):
-        tiny.pretrain_step(torch.randn(2, 2, 16, 16), labels=torch.tensor([0, 7]))
+        tiny.pretrain_step(torch.randn(2, 2, 16, 16), channels=[0, 1], labels=torch.tensor([0, 7]))
     with pytest.raises(GeovitError, match="unknown keys"):
         build({**TINY, "depht": 3})
     with pytest.raises(GeovitError, match="decoder.embed_dim"):
@@ -306,12 +307,12 @@ def test_injected_masks_must_fit_the_batch(tiny):
     x = torch.randn(2, 3, 16, 16)
     masks = tiny.sample_masks(2, 3, strategy=PATCH)
     with pytest.raises(GeovitError, match="masks.ind_restore"):
-        tiny.pretrain_step(torch.randn(2, 4, 16, 16), masks=masks)
+        tiny.pretrain_step(torch.randn(2, 4, 16, 16), channels=[0, 1, 2, 3], masks=masks)
     _, ids, valid = _padded_batch([3, 2], c_pad=3)
     with pytest.raises(GeovitError, match="mae_patch_masks"):
         tiny.pretrain_step(x * valid[..., None, None], channels=ids, channel_mask=valid, masks=masks)
     with pytest.raises(GeovitError, match="missing keys"):
-        tiny.pretrain_step(x, masks={"strategy": PATCH})
+        tiny.pretrain_step(x, channels=[0, 1, 2], masks={"strategy": PATCH})
 
 
 def test_foreign_checkpoints_are_rejected(tiny):

@@ -2,12 +2,17 @@
 
 Every eval case (features, logits, padded batches, partial and single channel sets) and every
 train case (each DCP strategy with the saved masks: tokens, decoder, reconstruction, every loss
-term) must match at atol = rtol = 1e-5. Intermediate arrays are read with forward hooks.
+term) must match at atol = rtol = 1e-5, for the model loaded by ``geovit.hub.load_official`` and
+for the one ``timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))``
+builds. Intermediate arrays are read with forward hooks.
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
+import timm
 import torch
 
 import geovit.hub
@@ -28,10 +33,18 @@ def golden(conformance):
     return conformance("chamaevit")
 
 
-@pytest.fixture(scope="module")
-def official_model(golden) -> ChAMAEViT:
+@pytest.fixture(scope="module", params=["hub", "timm"])
+def official_model(golden, request) -> ChAMAEViT:
+    """The golden model through ``geovit.hub.load_official`` and through ``timm.create_model``."""
     path = golden.file("state_dict.pt")
-    return geovit.hub.load_official("chamaevit", path, golden.config["constructor"]["kwargs"])
+    official = golden.config["constructor"]["kwargs"]
+    if request.param == "hub":
+        return geovit.hub.load_official("chamaevit", path, official)
+    # a timm user passes the architecture as constructor keywords (the official names geovit shares)
+    params = inspect.signature(ChAMAEViT).parameters
+    kwargs = {k: v for k, v in official.items() if k in params}
+    return timm.create_model("chamaevit_tiny_patch8", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                             **kwargs).eval()
 
 
 def _close(actual, expected, what):

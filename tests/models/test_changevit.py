@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+import timm
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,23 +20,50 @@ from geovit.models.layers import set_fused_attention
 TINY_TEST = dict(embed_dim=48, depth=1, num_heads=6)  # smallest config the layer widths allow
 
 
+def _trace(case, model):
+    with torch.no_grad():
+        return model.forward_trace(torch.from_numpy(case.io["x1"]), torch.from_numpy(case.io["x2"]))
+
+
 @pytest.fixture(scope="module")
 def golden(conformance):
     case = conformance("changevit")
     state = torch.load(case.file("state_dict.pt"), map_location="cpu", weights_only=True)
     model = cv.load_official(state, {})
-    with torch.no_grad():
-        out = model.forward_intermediates(torch.from_numpy(case.io["x1"]), torch.from_numpy(case.io["x2"]))
-    return case, state, model, out
+    return case, state, model, _trace(case, model)
 
 
+@pytest.fixture(scope="module")
+def golden_timm(conformance):
+    """The golden model through ``timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))``
+    (the architecture as keywords, as a timm user gives it), and its named features."""
+    case = conformance("changevit")
+    vit = case.config["constructor"]["encoder.vit"]
+    model = timm.create_model("changevit_tiny", pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(case.file("state_dict.pt"))),
+                              embed_dim=vit["embed_dim"], depth=vit["depth"], num_heads=vit["num_heads"]).eval()
+    return case, None, model, _trace(case, model)
+
+
+@pytest.mark.parametrize("loader", ["golden", "golden_timm"])
 @pytest.mark.parametrize("key", ["prob", "logits", "pos_embed_interp", "vit_t1", "vit_t2",
                                  "c4_t1", "c4_t2", "inj_t1", "inj_t2"])
-def test_conformance_outputs_and_intermediates(golden, key):
-    case, _, _, out = golden
+def test_conformance_outputs_and_intermediates(loader, key, request):
+    case, _, _, out = request.getfixturevalue(loader)
     got, want = out[key].numpy(), case.io[key]
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_timm_model_takes_one_5d_tensor_and_returns_timm_intermediates(golden_timm):
+    """torchgeo's (B, 2, C, H, W) input; ``forward_intermediates`` gives the golden logits and the pyramid."""
+    case, _, model, _ = golden_timm
+    x = torch.stack([torch.from_numpy(case.io["x1"]), torch.from_numpy(case.io["x2"])], dim=1)
+    with torch.no_grad():
+        logits, maps = model.forward_intermediates(x)
+    np.testing.assert_allclose(logits.numpy(), case.io["logits"], rtol=0, atol=1e-4)
+    assert [tuple(m.shape) for m in maps] == [(1, 64, 128, 128), (1, 128, 64, 64), (1, 256, 32, 32), (1, 48, 16, 16)]
+    assert model.feature_info[-1]["num_chs"] == 48 and [f["reduction"] for f in model.feature_info] == [2, 4, 8, 16]
 
 
 def test_conformance_config_inferred_from_tensors(golden):
@@ -49,7 +77,7 @@ def test_forward_and_forward_logits_agree_with_intermediates(golden):
     case, _, model, _ = golden
     x1, x2 = torch.from_numpy(case.io["x1"][..., :32, :48]), torch.from_numpy(case.io["x2"][..., :32, :48])
     with torch.no_grad():
-        prob, logits, feats = model(x1, x2), model.forward_logits(x1, x2), model.forward_intermediates(x1, x2)
+        prob, logits, feats = model(x1, x2), model.forward_logits(x1, x2), model.forward_trace(x1, x2)
     torch.testing.assert_close(logits, feats["logits"], rtol=0, atol=1e-5)
     torch.testing.assert_close(prob, torch.sigmoid(logits))
     assert prob.shape == (1, 1, 32, 48)
@@ -170,7 +198,7 @@ def test_any_multiple_of_16_gives_full_resolution_probability(small_model, h, w,
     t1 = torch.randn(batch, 3, 16 * h, 16 * w, generator=g)
     t2 = torch.randn(batch, 3, 16 * h, 16 * w, generator=g)
     with torch.no_grad():
-        feats = small_model.forward_intermediates(t1, t2)
+        feats = small_model.forward_trace(t1, t2)
     assert feats["prob"].shape == (batch, 1, 16 * h, 16 * w)
     assert feats["vit_t1"].shape == (batch, 48, h, w) and feats["c2_t2"].shape == (batch, 64, 8 * h, 8 * w)
     assert feats["pos_embed_interp"].shape == (1, h * w, 48)

@@ -1,15 +1,23 @@
-"""geovit ChannelViT reproduces the official implementation's outputs (../shared/conformance/channelvit)."""
+"""geovit ChannelViT reproduces the official implementation's outputs (golden data in tests/data/conformance).
+
+Every case runs twice: through ``geovit.hub.load_official`` and through ``timm.create_model(...,
+pretrained=True, pretrained_cfg_overlay=dict(file=...))`` (the architecture given as keyword
+arguments, as a timm user does), at the same tolerance.
+"""
 from __future__ import annotations
 
 import random
 
 import numpy as np
 import pytest
+import timm
 import torch
 
+import geovit.models  # noqa: F401  (registers geovit's variants with timm)
 from geovit.hub import load_official
 
 TOL = dict(atol=1e-5, rtol=1e-5)
+LOADERS = ("hub", "timm")
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +25,26 @@ def case(conformance):
     return conformance("channelvit")
 
 
+def _load(loader, case, source, **extra):
+    """The golden model from ``source`` (a file name of the case, or a state dict) by one loader."""
+    args = case.config["constructor_args"]
+    if loader == "hub":
+        return load_official("channelvit", case.file(source) if isinstance(source, str) else source,
+                             {"num_heads": args["num_heads"]})
+    overlay = dict(file=str(case.file(source))) if isinstance(source, str) else dict(state_dict=source)
+    arch = {k: args[k] for k in ("embed_dim", "depth", "num_heads")}
+    return timm.create_model("channelvit_small_patch8", pretrained=True, pretrained_cfg_overlay=overlay,
+                             **arch, **extra).eval()
+
+
+@pytest.fixture(scope="module", params=LOADERS)
+def loader(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def model(case):
-    heads = case.config["constructor_args"]["num_heads"]
-    return load_official("channelvit", case.file("state_dict.pt"), {"num_heads": heads})
+def model(case, loader):
+    return _load(loader, case, "state_dict.pt")
 
 
 def t(a):
@@ -78,8 +102,8 @@ def test_larger_input_resamples_positional_grid(model, case):
 
 
 @torch.no_grad()
-def test_logits_from_lightning_checkpoint(case):
-    m = load_official("channelvit", case.file("lightning_style_ckpt.pt"), {"num_heads": 4})
+def test_logits_from_lightning_checkpoint(case, loader):
+    m = _load(loader, case, "lightning_style_ckpt.pt")
     assert m.num_classes == case.io["logits_all"].shape[1]
     close(m(t(case.io["x"]), t(case.io["channels_all"])), case.io["logits_all"])
     sub = t(case.io["subset"])
@@ -87,17 +111,17 @@ def test_logits_from_lightning_checkpoint(case):
 
 
 @torch.no_grad()
-def test_dino_layout(case):
-    m = load_official("channelvit", case.file("state_dict_nonhcs_layout.pt"), {"num_heads": 4})
+def test_dino_layout(case, loader):
+    m = _load(loader, case, "state_dict_nonhcs_layout.pt")
     close(m(t(case.io["x"]), t(case.io["channels_all"])), case.io["out_all"])
 
 
 @torch.no_grad()
-def test_dino_teacher_student_prefixes(case):
+def test_dino_teacher_student_prefixes(case, loader):
     sd = torch.load(case.file("state_dict_nonhcs_layout.pt"), weights_only=True)
     wrapped = {"state_dict": {**{f"teacher.backbone.{k}": v for k, v in sd.items()},
                               **{f"student.backbone.{k}": torch.zeros_like(v) for k, v in sd.items()}}}
-    m = load_official("channelvit", wrapped, {"num_heads": 4})
+    m = _load(loader, case, wrapped)
     close(m(t(case.io["x"]), t(case.io["channels_all"])), case.io["out_all"])
 
 
@@ -113,3 +137,16 @@ def test_hcs_training_draw(model, case):
         model.hcs_rng = random
     assert model.last_hcs_draw == case.io["hcs_train_sampled_channels"].tolist()
     close(out, case.io["out_hcs_train"])
+
+
+@torch.no_grad()
+def test_bound_channels_reproduce_the_subset_outputs(case, loader):
+    """A model bound to a band subset gives the official subset output from ``model(x)`` alone."""
+    ids = t(case.io["subset_permuted"]).tolist()
+    if loader == "timm":  # at creation, as a framework's config would
+        bound = _load(loader, case, "state_dict.pt", default_channels=ids)
+    else:  # on a loaded model
+        bound = _load(loader, case, "state_dict.pt")
+        assert bound.bind_channels(ids) == ids
+    assert bound.default_channels == ids
+    close(bound(t(case.io["x"])[:, ids]), case.io["out_subset_permuted"])

@@ -1,14 +1,16 @@
-"""Every registered model: forward, backward, config JSON round trip, converted-file round trip."""
+"""Every registered model: forward, backward, config JSON round trip, converted-file round trip;
+every geovit timm model: build, forward, ``forward_intermediates``, ``features_only``."""
 from __future__ import annotations
 
 import json
 
 import pytest
+import timm
 import torch
 
 from geovit.hub import load_converted, save_converted
 from geovit.models import create_model, list_models, model_family
-from geovit.models.families import FAMILIES, family_module
+from geovit.models.families import BUILTIN_FAMILIES, FAMILIES, family_module
 
 #: per family: tiny size overrides and a function making a small input batch (positional args).
 TINY = {
@@ -92,3 +94,40 @@ def test_converted_file_round_trip(name, tmp_path):
     inputs = _inputs(name)
     with torch.no_grad():
         assert torch.equal(again(*inputs), model(*inputs))
+
+
+#: per family: tiny timm keywords (channel models bound, since frameworks call ``model(x)``) and an input shape.
+TIMM_TINY = {
+    "channelvit": (dict(img_size=16, in_chans=4, embed_dim=16, depth=2, num_heads=2, num_classes=3,
+                        default_channels=[0, 2, 3]), (2, 3, 16, 16)),
+    "chamaevit": (dict(img_size=16, in_chans=4, embed_dim=16, depth=2, num_heads=2, num_memory_tokens=1,
+                       decoder={"num_heads": 2}, default_channels=[3, 0, 1]), (2, 3, 16, 16)),
+    "changevit": (dict(embed_dim=48, depth=2, num_heads=6), (1, 2, 3, 32, 32)),
+}
+TIMM_NAMES = sorted(name for name in list_models() if timm.is_model(name))
+
+
+def test_every_image_family_is_in_timm():
+    assert {model_family(name) for name in TIMM_NAMES} == set(TIMM_TINY) == set(BUILTIN_FAMILIES)
+    assert TIMM_NAMES == sorted(n for n in list_models() if model_family(n) in BUILTIN_FAMILIES)
+
+
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_timm_model_forward_intermediates_and_features(name):
+    kwargs, shape = TIMM_TINY[model_family(name)]
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs).eval()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(x)
+        _, maps = model.forward_intermediates(x)
+    assert torch.isfinite(out).all()
+    height, width = shape[-2:]
+    expected = [(shape[0], f["num_chs"], height // f["reduction"], width // f["reduction"]) for f in model.feature_info]
+    assert [tuple(m.shape) for m in maps] == expected
+    torch.manual_seed(0)  # the same weights, pruned to the last level
+    features = timm.create_model(name, features_only=True, out_indices=[-1], **kwargs).eval()
+    assert features.feature_info.channels() == [model.feature_info[-1]["num_chs"]]
+    with torch.no_grad():
+        (last,) = features(x)
+    torch.testing.assert_close(last, maps[-1])
