@@ -14,12 +14,22 @@ and the traced peak memory of the bootstrap for R = 20 and R = 200 -- equal peak
 replicates reuse O(n) scratch space instead of holding R half-samples (which would take
 R·n/2·8 bytes for the index vectors alone, as grf's ``boot_grf`` does).
 
+``--coverage``: instead, a coverage study of the CATE intervals on the simulated trial of
+``geovit cate --simulate`` (``--units`` units, default effects τ = 1 + 3·blob + 3·edge, crops 16 and
+64 px, tiny encoder) for ``--seeds`` seeds. For each forest setting it reports the share of
+units whose 95 % interval covers the true τ, the mean width, PEHE, grf's calibration coefficient
+``differential.forest.prediction`` (β; > 1 = effects shrunk towards the mean), the bias of τ̂ at
+the lowest and highest true effect, and the coverage of the doubly-robust group intervals
+(quintiles of the out-of-bag τ̂) of each group's mean true effect. Mean (sd) over seeds.
+
     OMP_NUM_THREADS=2 python bench/cate_pipeline.py            # 5,000 units, 2 threads
     python bench/cate_pipeline.py --units 1000 --trees 100     # quick look
+    nice python bench/cate_pipeline.py --coverage --units 600 --seeds 0,1,2
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -41,7 +51,7 @@ def _stage(name: str, fn, rows: list):
     return out
 
 
-def _encoder(kind: str):
+def _encoder(kind: str, device=None):
     if kind == "tiny":
         return "tiny"
     import timm
@@ -49,7 +59,7 @@ def _encoder(kind: str):
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=64)
     from causal.embeddings import load_encoder
 
-    return load_encoder(model, input_size=64)
+    return load_encoder(model, input_size=64, device=device)
 
 
 def pipeline(args) -> None:
@@ -65,9 +75,10 @@ def pipeline(args) -> None:
         sim = _stage("simulate scenes (setup)", lambda: simulate_rct(
             tmp, n_units=args.units, tile_px=64, small_px=16, effects={"blob": 1.0, "edge": 1.0},
             seed=0), rows)
-        encoder = _encoder(args.encoder)
+        encoder = _encoder(args.encoder, args.device)
         ds = _stage("embedding (3 scales)", lambda: embed_units(
-            sim.units_csv, sim.raster, encoder, scales=args.scales, progress=False, batch_size=128), rows)
+            sim.units_csv, sim.raster, encoder, scales=args.scales, progress=False, batch_size=128,
+            device=args.device), rows)
         units = sim.units.set_index("unit_id").loc[ds["unit"].values]
         y, t = units["outcome"].to_numpy(), units["treatment"].to_numpy()
         model = MultiScaleCATE(propensity=0.5, n_estimators=args.trees, n_jobs=args.threads, random_state=0)
@@ -114,6 +125,62 @@ def rate_at_scale(n: int) -> None:
           f"R half-sample index copies alone would be {copies:.0f} MiB")
 
 
+COVERAGE_SETTINGS = {
+    "default (500 trees, little bags of 4)": {},
+    "2000 trees (grf default)": {"n_estimators": 2000},
+    "little bags of 2 (grf ci.group.size)": {"subforest_size": 2},
+    "little bags of 8": {"subforest_size": 8},
+    "min leaf 1": {"min_samples_leaf": 1},
+    "no honesty": {"honest": False},
+    "pilot feature selection (1 x mean)": {"select_features": 1.0},
+    "pilot selection + no honesty": {"select_features": 1.0, "honest": False},
+}
+
+
+def coverage_study(args) -> None:
+    import pandas as pd
+
+    from causal.calibration import group_average_effects, interval_coverage, test_calibration
+    from causal.embeddings import embed_units
+    from causal.estimators import MultiScaleCATE
+    from causal.simulate import simulate_rct
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"coverage of 95 % CATE intervals: simulated RCT, {args.units} units, crops 16+64 px, tiny encoder, "
+          f"seeds {seeds}")
+    rows = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            sim = simulate_rct(tmp, n_units=args.units, seed=seed)
+            ds = embed_units(sim.units_csv, sim.raster, "tiny", [16, 64], progress=False, device=args.device)
+        units = sim.units.set_index("unit_id").loc[ds["unit"].values]
+        y, w, tau = units["outcome"].to_numpy(), units["treatment"].to_numpy(), units["tau_true"].to_numpy()
+        for name, settings in COVERAGE_SETTINGS.items():
+            t0 = time.perf_counter()
+            model = MultiScaleCATE(propensity=0.5, random_state=seed, n_jobs=args.threads, **settings).fit(y, w, ds)
+            lo, hi = model.effect_interval(ds)
+            tau_hat = model.effect(ds)
+            groups = group_average_effects(model.dr_scores(), model.oob_effect(), truth=tau)
+            rows.append({"setting": name, "seed": seed, "coverage": interval_coverage(lo, hi, tau),
+                         "width": float(np.mean(hi - lo)), "pehe": float(np.sqrt(np.mean((tau_hat - tau) ** 2))),
+                         "beta_diff": test_calibration(model).differential_forest_prediction,
+                         "bias_low": float(np.mean(tau_hat[tau == tau.min()] - tau.min())),
+                         "bias_high": float(np.mean(tau_hat[tau == tau.max()] - tau.max())),
+                         "group_coverage": float(groups["covered"].mean()),
+                         "seconds": time.perf_counter() - t0})
+            r = rows[-1]
+            print(f"  seed {seed} {name:<40s} coverage {r['coverage']:.3f} width {r['width']:.2f} "
+                  f"PEHE {r['pehe']:.2f} beta {r['beta_diff']:.2f} groups {r['group_coverage']:.2f} "
+                  f"({r['seconds']:.0f} s)", flush=True)
+    table = pd.DataFrame(rows).drop(columns="seed").groupby("setting", sort=False)
+    mean, sd = table.mean(), table.std()
+    print(f"\nmean (sd) over {len(seeds)} seeds; load average {os.getloadavg()[0]:.1f}")
+    cols = ["coverage", "width", "pehe", "beta_diff", "bias_low", "bias_high", "group_coverage"]
+    print(f"{'setting':<40s} " + " ".join(f"{c:>15s}" for c in cols))
+    for name in mean.index:
+        print(f"{name:<40s} " + " ".join(f"{mean.loc[name, c]:7.2f} ({sd.loc[name, c]:4.2f})" for c in cols))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", type=int, default=5000)
@@ -123,9 +190,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rate-units", type=int, default=1_000_000)
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--coverage", action="store_true", help="run the interval coverage study instead")
+    parser.add_argument("--device", default=None, help="encoder device (default: cuda when present, else cpu)")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the coverage study")
     args = parser.parse_args()
     setup_threads(args.threads)
     warnings.simplefilter("ignore")
+    if args.coverage:
+        coverage_study(args)
+        return
     if not args.skip_pipeline:
         pipeline(args)
     rate_at_scale(args.rate_units)

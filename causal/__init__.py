@@ -3,6 +3,7 @@
 Public names are imported lazily (econml and the encoders are heavy)::
 
     from causal import rank_average_treatment_effect, aipw_scores, MultiScaleCATE, scale_search
+    from causal import test_calibration, group_average_effects   # how far to trust τ̂
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ _LAZY = {
     "MultiScaleCATE": "causal.estimators",
     "evaluate_rate": "causal.estimators",
     "scale_search": "causal.estimators",
+    "test_calibration": "causal.calibration",
+    "CalibrationTest": "causal.calibration",
+    "group_average_effects": "causal.calibration",
+    "interval_coverage": "causal.calibration",
 }
 
 

@@ -6,11 +6,28 @@ Example (the simulated RCT of ``causal.simulate``)::
     geovit cate --units units.csv --raster mosaic.tif --scales 32,64,256 \\
         [--encoder ENC.safetensors | channelvit_small_patch8 | timm:resnet18 | tiny] --out DIR
 
-Writes into ``DIR``: ``cate.csv`` (per-unit τ̂ with its confidence interval from the forest on
-the chosen scale combination, and the out-of-sample τ̂ of the selection step), ``rate.csv`` (RATE,
-SE and RATE Ratio of every scale subset on the selection units, and of the two winners on the
-held-out confirmation units), ``toc.csv`` / ``toc.png`` (TOC curves of the best single scale and
-the best multi-scale subset) and ``summary.json``.
+Writes into ``DIR``:
+
+* ``cate.csv``: per unit τ̂ (``tau_hat``, forest on the chosen scale combination), its standard
+  error ``tau_se`` and the interval ``tau_ci_lower_95`` / ``tau_ci_upper_95`` (the number is the
+  level in %, set by ``--ci-level``), the out-of-bag τ̂ (``tau_hat_oob``) and its quantile
+  ``group``, and the out-of-sample τ̂ of the selection step;
+* ``groups.csv``: the average effect of each quantile group of τ̂ from doubly-robust scores, with
+  its interval (``ci_lower_95`` / ``ci_upper_95``);
+* ``rate.csv`` (RATE, SE and RATE Ratio of every scale subset on the selection units, and of the
+  two winners on the held-out confirmation units), ``toc.csv`` / ``toc.png`` (TOC curves of the
+  best single scale and the best multi-scale subset) and ``summary.json`` (with grf's
+  calibration test of the final forest, and the intervals' coverage when the units table holds
+  the true effect ``tau_true``, as a simulated trial does).
+
+What the intervals mean. The per-unit intervals are τ̂(x) ± z·σ̂(x), σ̂ the forest's
+bootstrap-of-little-bags standard error: they account for sampling noise, not for the forest's
+smoothing bias, so where the forest shrinks effects towards their mean (calibration test:
+``differential.forest.prediction`` clearly above 1) they cover the true τ(x) far less often
+than their level says. The group intervals cover each group's average effect whatever that
+bias. Options a grf user would try for the per-unit intervals: ``--select-features 1``
+(pilot-forest variable selection), ``--no-honesty`` (small samples), ``--n-estimators`` (more
+trees make σ̂ precise; they do not remove bias).
 """
 from __future__ import annotations
 
@@ -21,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from geovit.cli.options import bounded
 from geovit._io import atomic_path, atomic_savefig, atomic_write_text
 from geovit.errors import GeovitError
 
@@ -47,9 +65,31 @@ def _propensity(text: str):
     return p
 
 
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-zero integer (-1 = all cores), got {text!r}") from None
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a non-zero integer (-1 = all cores), got 0")
+    return value
+
+
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+def _folder(value, flag: str) -> Path:
+    """``value`` as a folder that exists afterwards; a file in the way is a clear error."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise GeovitError(f"{flag} {path}: exists and is a file; expected a folder (existing or new)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise GeovitError(f"{flag} {path}: cannot create the folder, part of the path is a file") from None
+    return path
 
 
 def _per_scale_pca(ds, n: int, seed: int) -> dict:
@@ -58,16 +98,24 @@ def _per_scale_pca(ds, n: int, seed: int) -> dict:
     return {int(s): combine(ds, [int(s)], pca=n, random_state=seed) for s in ds["scale"].values}
 
 
+def _pct(level: float) -> str:
+    return f"{100 * level:.10g}"
+
+
 def run(args: argparse.Namespace) -> int:
+    from causal.calibration import ci_column_names, group_average_effects, interval_coverage, test_calibration
     from causal.embeddings import embed_units
     from causal.estimators import MultiScaleCATE, scale_search
     from causal.plots import plot_toc, toc_table
     from causal.units import read_rct_units
 
-    out = Path(args.out)
+    out = _folder(args.out, "--out")
+    if args.cache:
+        _folder(args.cache, "--cache")
     if args.simulate:
         from causal.simulate import simulate_rct
 
+        _folder(args.simulate, "--simulate")
         sim = simulate_rct(args.simulate, n_units=args.sim_units, seed=args.seed)
         args.units, args.raster = str(sim.units_csv), str(sim.raster)
         if args.scales is None:
@@ -85,16 +133,24 @@ def run(args: argparse.Namespace) -> int:
     ds = embed_units(units, args.raster, args.encoder, scales, id_col=args.id_col, lon_col=args.lon_col,
                      lat_col=args.lat_col, x_col=args.x_col, y_col=args.y_col, units_crs=args.units_crs,
                      channels=args.channels, normalize=args.normalize, batch_size=args.batch_size,
-                     cache=args.cache or out / "embeddings", on_outside=args.outside, device=args.device)
+                     cache=args.cache or out / "embeddings", on_outside=args.outside, on_nodata=args.nodata,
+                     device=args.device)
     kept = units.set_index(units[args.id_col].astype(str)).loc[ds["unit"].values.astype(str)]
     y, w = kept["Y"].to_numpy(), kept["W"].to_numpy()
+    arms = np.bincount(w, minlength=2)
+    if arms.min() < 8:
+        raise GeovitError(f"--units {args.units}: {arms[1]} treated and {arms[0]} control units are left after "
+                          "skipping; the scale search needs at least 8 of each (more for stable results)")
     clusters = kept[args.cluster_col].to_numpy() if args.cluster_col else None
     X = _per_scale_pca(ds, args.pca, args.seed) if args.pca else ds
-    template = MultiScaleCATE(propensity=args.propensity, n_estimators=args.n_estimators,
-                              n_jobs=args.n_jobs, random_state=args.seed)
-    search = scale_search(y, w, X, estimator=template, max_k=min(args.max_k, len(scales)), holdout_fraction=args.holdout,
-                          swap=not args.no_swap, n_bootstrap=args.n_bootstrap, clusters=clusters,
-                          random_state=args.seed, progress=True)
+    forest_options = dict(propensity=args.propensity, n_estimators=args.n_estimators, n_jobs=args.n_jobs,
+                          min_samples_leaf=args.min_leaf, honest=not args.no_honesty,
+                          subforest_size=args.ci_group_size, random_state=args.seed)
+    template = MultiScaleCATE(**forest_options)
+    template._check_params()  # bad forest settings fail before the long search
+    search = scale_search(y, w, X, estimator=template, max_k=min(args.max_k, len(scales)),
+                          holdout_fraction=args.holdout, swap=not args.no_swap, n_bootstrap=args.n_bootstrap,
+                          clusters=clusters, random_state=args.seed, progress=True)
 
     table = search.table.drop(columns="subset").assign(stage="selection")
     if search.confirmation is not None:
@@ -102,17 +158,38 @@ def run(args: argparse.Namespace) -> int:
     _write_csv(table, out / "rate.csv")
 
     chosen = list(search.table.iloc[0]["subset"])
-    final = MultiScaleCATE(scales=chosen, propensity=args.propensity, n_estimators=args.n_estimators,
-                           n_jobs=args.n_jobs, random_state=args.seed).fit(y, w, X, groups=clusters)
+    final = MultiScaleCATE(scales=chosen, select_features=args.select_features,
+                           **forest_options).fit(y, w, X, groups=clusters)
     tau = final.effect(X)
-    lo, hi = final.effect_interval(X)
+    se = final.effect_stderr(X)
+    lo, hi = final.effect_interval(X, alpha=1 - args.ci_level)
+    oob = final.oob_effect()
+    scores = final.dr_scores()
+    truth = None  # a simulated trial's units table holds the true effects: then coverage is measured
+    if "tau_true" in kept:
+        values = pd.to_numeric(kept["tau_true"], errors="coerce").to_numpy(float)
+        if np.isfinite(values).all():
+            truth = values
+        else:
+            print(f"note: column 'tau_true' of {args.units} is not a number for every unit; coverage not measured")
+    groups = group_average_effects(scores, oob, n_groups=min(args.groups, len(y) // 2), clusters=clusters,
+                                   level=args.ci_level, truth=truth)
+    rank = np.empty(len(oob), dtype=int)
+    rank[np.argsort(oob, kind="stable")] = np.arange(len(oob))
     sel_ev = search.evaluations[tuple(chosen)]
     oos = np.full(len(y), np.nan)
     oos[search.selection_units] = sel_ev.cate_out_of_sample(len(search.selection_units))
+    lo_name, hi_name = ci_column_names(args.ci_level, prefix="tau_ci")
     cate = pd.DataFrame({args.id_col: kept.index, "x": ds["x"].values, "y": ds["y"].values, "tau_hat": tau,
-                         "tau_lower": lo, "tau_upper": hi, "tau_hat_out_of_sample": oos,
+                         "tau_se": se, lo_name: lo, hi_name: hi, "tau_hat_oob": oob,
+                         "group": rank * len(groups) // len(oob) + 1, "tau_hat_out_of_sample": oos,
                          "scales": "+".join(map(str, chosen))})
     _write_csv(cate, out / "cate.csv")
+    _write_csv(groups, out / "groups.csv")
+    try:
+        calibration, calibration_error = test_calibration(final), None
+    except GeovitError as err:  # e.g. τ̂ constant: nothing to calibrate, the rest still stands
+        calibration, calibration_error = None, str(err)
 
     best = {f"best single: {'+'.join(map(str, search.best_single))}": search.evaluations[tuple(search.best_single)]}
     if search.best_multi is not None:
@@ -127,32 +204,56 @@ def run(args: argparse.Namespace) -> int:
     atomic_savefig(ax.figure, out / "toc.png", dpi=120, bbox_inches="tight")
     plt.close(ax.figure)
 
-    summary = {"units": len(y), "skipped_units": int(len(units) - len(y)), "scales": scales, "chosen": chosen,
+    coverage = None
+    if truth is not None:
+        coverage = {"ci_level": args.ci_level, "unit_intervals": interval_coverage(lo, hi, truth),
+                    "unit_interval_mean_width": float(np.mean(hi - lo)),
+                    "group_intervals": float(groups["covered"].mean()), "n_groups": len(groups),
+                    "pehe": float(np.sqrt(np.mean((tau - truth) ** 2)))}
+    summary = {"units": len(y), "skipped_units": int(len(units) - len(y)),
+               "nodata_policy": args.nodata, "nodata_units": int(ds.attrs.get("nodata_units", 0)),
+               "scales": scales, "chosen": chosen,
                "best_single": list(search.best_single),
                "best_multi": None if search.best_multi is None else list(search.best_multi),
                "multiscale_gain": search.multiscale_gain, "selection_gain": search.selection_gain,
-               "encoder": ds.attrs["encoder"], "ate_dr": float(np.ravel(final.forest_.ate_)[0])}
+               "encoder": ds.attrs["encoder"], "ate_dr": float(np.ravel(final.forest_.ate_)[0]),
+               "ci_level": args.ci_level,
+               "intervals": "tau_ci_*: forest sampling variance only (bootstrap of little bags); groups.csv: "
+                            "doubly-robust group averages",
+               "selected_features": int(final.selected_features_.size),
+               "calibration": calibration.to_dict() if calibration is not None else {"error": calibration_error},
+               "coverage": coverage}
     # NaN gains (no multi-scale winner) become null: summary.json stays valid JSON
-    summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float, allow_nan=False))
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return None if isinstance(v, float) and not np.isfinite(v) else v
+
+    atomic_write_text(out / "summary.json", json.dumps(clean(summary), indent=2, default=float, allow_nan=False))
     with pd.option_context("display.width", 120, "display.precision", 3):
         print(table.to_string(index=False))
     print(f"chosen scales {'+'.join(map(str, chosen))}; Multi-scale Gain (confirmation) "
-          f"{search.multiscale_gain:.3f}; wrote cate.csv, rate.csv, toc.csv, toc.png, summary.json to {out}")
+          f"{search.multiscale_gain:.3f}")
+    if calibration is None:
+        print(f"calibration test of the final forest: not available ({calibration_error})")
+    else:
+        print(f"calibration test of the final forest (grf test_calibration):\n{calibration}")
+    if calibration is not None and calibration.slope_one_t > 2:
+        print(f"note: differential.forest.prediction is {calibration.differential_forest_prediction:.2f} > 1: the "
+              f"forest shrinks effects towards their mean, so the per-unit {_pct(args.ci_level)} % intervals "
+              f"(sampling variance only) will cover the true effects less often than {_pct(args.ci_level)} %; "
+              "the group intervals of groups.csv do not have this problem. On the simulated trial "
+              "--select-features 1 --no-honesty (pilot variable selection, adaptive forest) brought the forest "
+              "back to calibration and the per-unit coverage close to its level (data_cards/simulated_rct.md)")
+    with pd.option_context("display.width", 120, "display.precision", 3):
+        print(f"average effect per quantile group of the out-of-bag τ̂ ({_pct(args.ci_level)} % intervals):")
+        print(groups.to_string(index=False))
+    if coverage is not None:
+        print(f"coverage of the true effect (tau_true): per-unit {_pct(args.ci_level)} % intervals "
+              f"{coverage['unit_intervals']:.1%} (mean width {coverage['unit_interval_mean_width']:.2f}); "
+              f"group intervals {coverage['group_intervals']:.0%} of {coverage['n_groups']}")
+    print(f"wrote cate.csv, groups.csv, rate.csv, toc.csv, toc.png, summary.json to {out}")
     return 0
-
-
-def _count(minimum: int):
-    """argparse type: an integer >= ``minimum`` (argparse turns the ValueError into a usage error)."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise ValueError(text)
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
 
 
 def add_commands(sub) -> None:
@@ -162,8 +263,8 @@ def add_commands(sub) -> None:
     io.add_argument("--units", help="CSV with one row per unit: id, coordinates, treatment, outcome")
     io.add_argument("--raster", help="GeoTIFF mosaic or zarr cube (band, y, x) covering the units")
     io.add_argument("--simulate", metavar="DIR", help="write a simulated RCT into DIR and analyse it")
-    io.add_argument("--sim-units", type=int, default=600, help="units of the simulated RCT (default 600)")
-    io.add_argument("--out", required=True, help="output folder")
+    io.add_argument("--sim-units", type=bounded(int, 2), default=600, help="units of the simulated RCT (default 600)")
+    io.add_argument("--out", required=True, help="output folder (created if needed; must not be a file)")
     io.add_argument("--cache", help="embedding cache folder (default OUT/embeddings)")
     cols = p.add_argument_group("columns of the units CSV")
     cols.add_argument("--id-col", default="unit_id")
@@ -184,17 +285,36 @@ def add_commands(sub) -> None:
     emb.add_argument("--normalize", default="zscore", choices=["zscore", "minmax", "none"])
     emb.add_argument("--outside", default="error", choices=["error", "skip"],
                      help="units outside the raster: fail naming them, or skip them")
-    emb.add_argument("--batch-size", type=int, default=64)
+    emb.add_argument("--nodata", default="skip", choices=["skip", "fill"],
+                     help="units whose crops contain nodata or out-of-raster pixels: skip them (default; "
+                          "how many and which is printed) or fill the gaps with the band mean")
+    emb.add_argument("--batch-size", type=bounded(int, 1), default=64)
     emb.add_argument("--device", default=None, help="cuda / cpu (default: cuda when present)")
     est = p.add_argument_group("estimation")
     est.add_argument("--propensity", type=_propensity, default=0.5,
                      help="known P(treated) of the RCT, or 'estimate' (default 0.5)")
-    est.add_argument("--pca", type=_count(0), default=0, help="PCA components per scale (0 = raw embeddings)")
-    est.add_argument("--max-k", type=_count(1), default=2, help="largest scale subset searched (default 2 = pairs)")
-    est.add_argument("--holdout", type=float, default=0.5, help="fraction of units held out to confirm the choice")
+    est.add_argument("--pca", type=bounded(int, 0), default=0, help="PCA components per scale (0 = raw embeddings)")
+    est.add_argument("--max-k", type=bounded(int, 1), default=2, help="largest scale subset searched (default 2 = pairs)")
+    est.add_argument("--holdout", type=bounded(float, 0, 1, open_high=True), default=0.5,
+                     help="fraction of units held out to confirm the choice (0 = none)")
     est.add_argument("--no-swap", action="store_true", help="score one half only (default swaps halves)")
-    est.add_argument("--n-estimators", type=int, default=500)
-    est.add_argument("--n-bootstrap", type=int, default=200)
-    est.add_argument("--n-jobs", type=int, default=1)
+    est.add_argument("--n-estimators", type=bounded(int, 1), default=500, help="trees per causal forest (grf: 2000)")
+    est.add_argument("--n-bootstrap", type=bounded(int, 2), default=200, help="half-sample bootstrap replicates of RATE")
+    est.add_argument("--n-jobs", type=_jobs, default=1)
     est.add_argument("--seed", type=int, default=0)
+    unc = p.add_argument_group("uncertainty of the CATE (see the description above)")
+    unc.add_argument("--ci-level", type=bounded(float, 0, 1, open_low=True, open_high=True), default=0.95,
+                     help="level of the intervals: cate.csv columns tau_ci_lower_<level %%>/tau_ci_upper_<level %%> "
+                          "(per unit, forest sampling variance only) and groups.csv ci_lower_/ci_upper_ "
+                          "(group averages); default 0.95 → tau_ci_lower_95")
+    unc.add_argument("--groups", type=bounded(int, 1), default=5, help="quantile groups of τ̂ in groups.csv (default 5)")
+    unc.add_argument("--ci-group-size", type=bounded(int, 2), default=4,
+                     help="trees per little bag of the variance estimate (grf ci.group.size: 2; default 4)")
+    unc.add_argument("--min-leaf", type=bounded(int, 1), default=5, help="minimum leaf size (grf min.node.size, default 5)")
+    unc.add_argument("--no-honesty", action="store_true",
+                     help="grow the forests without honest splitting (grf's advice for small samples: less "
+                          "bias, but the interval theory assumes honesty)")
+    unc.add_argument("--select-features", type=bounded(float, 0), default=None, metavar="C",
+                     help="final forest: keep the effect modifiers whose pilot-forest importance exceeds C × the "
+                          "mean importance (1 = Athey & Wager 2019); the others stay in the nuisance models")
     p.set_defaults(func=run)

@@ -57,8 +57,9 @@ __all__ = [
 class RasterSource:
     """A georeferenced image: ``read(row_off, col_off, size)`` returns (bands, size, size) float32.
 
-    Pixels outside the raster and nodata pixels come back as NaN (the normaliser turns them
-    into the band mean). ``transform`` is an ``affine.Affine`` from pixel (col, row) to CRS (x, y).
+    Pixels outside the raster and nodata pixels come back as NaN (see ``on_nodata`` of
+    :func:`embed_units` for what happens to them). ``transform`` is an ``affine.Affine`` from
+    pixel (col, row) to CRS (x, y).
     """
 
     name: str
@@ -484,13 +485,18 @@ def _window_start(centre: np.ndarray, scale: int) -> np.ndarray:
     return np.floor(centre - scale / 2 + 0.5 + 1e-6).astype(np.int64)
 
 
-def _encode_windows(source, positions, scale, offsets, encoder, norm, batch_size, bar) -> np.ndarray:
+def _encode_windows(source, positions, scale, offsets, encoder, norm, batch_size, bar) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (n, d), share of each crop's pixels without data (n,)) for one crop width.
+
+    A pixel has no data when any band is nodata / NaN or it lies outside the raster.
+    """
     col0 = _window_start(positions["col"].to_numpy(), scale) + offsets[:, 0]
     row0 = _window_start(positions["row"].to_numpy(), scale) + offsets[:, 1]
-    chunks = []
+    chunks, missing = [], []
     for start in range(0, len(positions), batch_size):
         stop = min(start + batch_size, len(positions))
         crops = np.stack([source.read(int(row0[i]), int(col0[i]), scale) for i in range(start, stop)])
+        missing.append(np.isnan(crops).any(axis=1).mean(axis=(1, 2)))
         try:
             chunks.append(encoder(torch.from_numpy(norm(crops))).numpy())
         except torch.cuda.OutOfMemoryError:
@@ -502,7 +508,7 @@ def _encode_windows(source, positions, scale, offsets, encoder, norm, batch_size
                               "does it take this many bands at this input size?") from None
         if bar is not None:
             bar.update(stop - start)
-    return np.concatenate(chunks).astype(np.float32)
+    return np.concatenate(chunks).astype(np.float32), np.concatenate(missing).astype(np.float32)
 
 
 def _key(*parts) -> str:
@@ -523,19 +529,47 @@ def _write_store(ds, path: Path) -> None:
         raise
 
 
-def _cached(path: Path | None, compute):
+def _cached(path: Path | None, compute) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, missing-pixel shares) from the zarr store at ``path``, else computed and stored."""
     import xarray as xr
 
     if path is not None and path.exists():
         try:
-            return xr.open_zarr(path, consolidated=False)["embedding"].values
-        except Exception:  # an unreadable leftover: recompute and overwrite
+            store = xr.open_zarr(path, consolidated=False)
+            return store["embedding"].values, store["missing_fraction"].values
+        except Exception:  # an unreadable or older leftover: recompute and overwrite
             shutil.rmtree(path, ignore_errors=True)
-    arr = compute()
+    arr, missing = compute()
     if path is not None:
         dims = ("unit", "feature") if arr.ndim == 2 else ("unit", "draw", "feature")
-        _write_store(xr.Dataset({"embedding": (dims, arr)}), path)
-    return arr
+        _write_store(xr.Dataset({"embedding": (dims, arr), "missing_fraction": (dims[:-1], missing)}), path)
+    return arr, missing
+
+
+def _nodata_policy(missing: np.ndarray, ids: np.ndarray, scales: list, on_nodata: str) -> np.ndarray:
+    """Apply ``on_nodata`` to units whose crops lack data; returns the mask of units kept.
+
+    ``missing`` is (n, k): the share of pixels without data of each unit's crops (one column per
+    scale or jittered draw; ``scales`` labels the columns).
+    """
+    affected = missing.max(axis=1) > 0
+    if not affected.any():
+        return np.ones(len(ids), dtype=bool)
+    bad = ids[affected].tolist()
+    listing = ", ".join(map(str, bad[:10])) + (f" … ({len(bad)} in all)" if len(bad) > 10 else "")
+    where = sorted({str(scales[j]) for j in np.flatnonzero((missing > 0).any(axis=0))}, key=str)
+    msg = (f"{len(bad)} of {len(ids)} unit(s) have crops with nodata or out-of-raster pixels (up to "
+           f"{missing.max():.1%} of a crop; crop widths {', '.join(where)} px): {listing}")
+    if on_nodata == "skip":
+        if affected.all():
+            raise DataError(msg + "; with on_nodata='skip' (CLI --nodata skip) no unit is left. Use smaller crops, "
+                            "a raster that covers them, or on_nodata='fill' (CLI --nodata fill)")
+        warnings.warn(msg + "; they are skipped (to keep them, fill the gaps with the band mean: "
+                      "on_nodata='fill', CLI --nodata fill)", stacklevel=3)
+        return ~affected
+    warnings.warn(msg + "; the missing pixels are filled by the normaliser (the band mean for zscore, 0 for "
+                  "minmax/none)", stacklevel=3)
+    return np.ones(len(ids), dtype=bool)
 
 
 def embed_units(
@@ -557,6 +591,7 @@ def embed_units(
     batch_size: int = 64,
     cache: str | os.PathLike | None = None,
     on_outside: str = "error",
+    on_nodata: str = "skip",
     jitter: Mapping | None = None,
     device: str | None = None,
     progress: bool = True,
@@ -570,19 +605,39 @@ def embed_units(
     "sampled" variant). ``normalize``: ``"zscore"`` (per-band mean/std of the whole raster),
     ``"minmax"`` (per crop, as the paper's loader), ``"none"`` or ``(mean, std)``.
     ``cache=DIR`` stores each scale in ``DIR`` and reuses it on re-runs (see module docstring).
+
+    Missing pixels -- raster nodata (or NaN) and pixels of a crop beyond the raster's edge: with
+    ``on_nodata="skip"`` (default) every unit whose crops (at any scale or jittered draw) contain
+    one is dropped, with a warning naming how many and which; ``"fill"`` keeps them, the
+    normaliser filling the gaps (the band mean with ``zscore``), also with that warning. The
+    coordinate ``missing_fraction`` (unit, scale) of the result gives each kept crop's share of
+    missing pixels; ``attrs["nodata_units"]`` counts the units affected.
     """
     import xarray as xr
     from tqdm import tqdm
 
     if not isinstance(units, pd.DataFrame):
-        path = Path(units)
-        if not path.is_file():
-            raise DataError(f"units file {path}: not found")
-        units = pd.read_csv(path)
-    scales = sorted({int(s) for s in scales})
+        from causal.units import read_units_csv
+
+        units = read_units_csv(units)
+    if len(units) == 0:
+        raise DataError("units table: has no rows; expected one row per unit")
+    if on_nodata not in ("skip", "fill"):
+        raise GeovitError(f"on_nodata must be 'skip' or 'fill', got {on_nodata!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise GeovitError(f"batch_size must be a positive integer, got {batch_size!r}")
+    try:
+        scales = sorted({int(s) for s in scales})
+    except (TypeError, ValueError):
+        raise GeovitError(f"scales must be positive crop widths in pixels, got {scales!r}") from None
     if not scales or scales[0] < 1:
         raise GeovitError(f"scales must be positive crop widths in pixels, got {scales}")
     source = open_raster(raster, variable=variable, crs=raster_crs)
+    too_wide = [s for s in scales if s > max(source.height, source.width)]
+    if too_wide:
+        widest = max(source.height, source.width)
+        raise GeovitError(f"scales {too_wide}: crops wider than raster {source.name} itself "
+                          f"({source.height} × {source.width} px); expected widths up to {widest}")
     pos = unit_positions(units, source, id_col=id_col, lon_col=lon_col, lat_col=lat_col, x_col=x_col,
                          y_col=y_col, units_crs=units_crs, on_outside=on_outside)
     if len(pos) == 0:
@@ -607,25 +662,41 @@ def embed_units(
         jtodo = 0
     total = n * (len(todo) + jtodo)
     bar = tqdm(total=total, unit="crop", desc="embedding", disable=not progress or total == 0)
+    def jittered():
+        parts = [_encode_windows(source, pos, js, off, enc, norm, batch_size, bar) for off in draws]
+        return np.stack([p[0] for p in parts], axis=1), np.stack([p[1] for p in parts], axis=1)
+
     try:
-        blocks = []
+        blocks, missing = [], []
         for s in scales:
             path = None if cache_dir is None else cache_dir / f"scale{s}-{_key(base_key, s)}.zarr"
-            blocks.append(_cached(path, lambda s=s: _encode_windows(source, pos, s, zero, enc, norm, batch_size, bar)))
-        data = {"embedding": (("unit", "scale", "feature"), np.stack(blocks, axis=1))}
+            emb, miss = _cached(path, lambda s=s: _encode_windows(source, pos, s, zero, enc, norm, batch_size, bar))
+            blocks.append(emb)
+            missing.append(miss)
         if jitter is not None:
-            jit = _cached(jpath, lambda: np.stack(
-                [_encode_windows(source, pos, js, off, enc, norm, batch_size, bar) for off in draws], axis=1))
-            data["jittered"] = (("unit", "draw", "feature"), jit)
+            jit, jit_missing = _cached(jpath, jittered)
     finally:
         bar.close()
+    missing = np.stack(missing, axis=1)
+    columns, labels = missing, list(scales)
+    if jitter is not None:
+        columns = np.concatenate([missing, jit_missing], axis=1)
+        labels += [f"{js} (jittered)"] * jit_missing.shape[1]
+    keep = _nodata_policy(columns, pos["unit_id"].to_numpy(), labels, on_nodata)
+    n_affected = int((~keep).sum()) if on_nodata == "skip" else int((columns.max(axis=1) > 0).sum())
+    data = {"embedding": (("unit", "scale", "feature"), np.stack(blocks, axis=1)[keep])}
+    if jitter is not None:
+        data["jittered"] = (("unit", "draw", "feature"), jit[keep])
+    pos = pos[keep].reset_index(drop=True)
     ds = xr.Dataset(
         data,
         coords={"unit": pos["unit_id"].to_numpy(), "scale": np.array(scales), "feature": np.arange(blocks[0].shape[1]),
                 "x": ("unit", pos["x"].to_numpy()), "y": ("unit", pos["y"].to_numpy()),
-                "col": ("unit", pos["col"].to_numpy()), "row": ("unit", pos["row"].to_numpy())},
+                "col": ("unit", pos["col"].to_numpy()), "row": ("unit", pos["row"].to_numpy()),
+                "missing_fraction": (("unit", "scale"), missing[keep])},
         attrs={"raster": source.name, "crs": source.crs.to_string(), "encoder": enc.name,
-               "input_size": enc.input_size, "normalize": json.dumps(norm_desc)},
+               "input_size": enc.input_size, "normalize": json.dumps(norm_desc),
+               "nodata_policy": on_nodata, "nodata_units": n_affected},
     )
     if jitter is not None:
         ds["jittered"].attrs.update({"scale": js, "max_px": mp, "seed": seed})

@@ -185,18 +185,40 @@ class MultiScaleCATE(BaseEstimator):
     model_y, model_t : nuisance models (default: random forests with max(50, trees/4) trees,
         leaf size 5, as grf's ``Y.hat``/``W.hat`` forests).
     propensity_clip : estimated propensities are clipped to [clip, 1 − clip] in the DR scores.
+    subforest_size : trees per little bag of the bootstrap-of-little-bags variance (grf's
+        ``ci.group.size``, 2 in grf; econml's default 4).
+    select_features : ``None`` (default) uses every feature as effect modifier. A number ``c``
+        first fits a pilot forest of the same settings and keeps the features whose importance
+        exceeds ``c`` × the mean importance (``1.0`` is the recipe of Athey & Wager, "Estimating
+        treatment effects with causal forests: an application", Observational Studies 2019, §3:
+        ``which(variable_importance(cf) > mean(...))``); the other features still enter the
+        nuisance models E[Y|X], E[T|X] (econml's controls ``W``), as in grf where ``Y.hat`` and
+        ``W.hat`` use every covariate.
     n_jobs : parallel jobs for the forests (econml / scikit-learn ``n_jobs``).
     use_ray, ray_remote_func_options : passed to econml (Ray-parallel cross-fitting on a cluster).
     random_state : seed.
 
-    After ``fit``: ``forest_`` (the econml estimator), ``scales_``, ``n_features_in_``.
+    After ``fit``: ``forest_`` (the econml estimator), ``scales_``, ``n_features_in_``,
+    ``selected_features_`` (column positions of the effect modifiers) and ``groups_``.
+
+    What the intervals of :meth:`effect_interval` cover: they are normal intervals
+    τ̂(x) ± z·σ̂(x) with σ̂² the bootstrap-of-little-bags estimate of the forest's *sampling
+    variance* (grf §4). They cover τ(x) = E[Y(1) − Y(0) | X = x] only when the forest's bias at x
+    is small against σ̂(x). Forests average the effect over a neighbourhood of x; where τ changes
+    faster than that neighbourhood -- few units, many uninformative features (image embeddings),
+    effects that are a direction across many features rather than one feature -- τ̂ is shrunk
+    towards the mean effect and the intervals under-cover at both ends of the effect range. More
+    trees or larger little bags make σ̂ more precise, not the bias smaller. Check with
+    :func:`causal.calibration.test_calibration` (a ``differential.forest.prediction`` clearly above
+    1 means shrinkage) and prefer :func:`causal.calibration.group_average_effects` for statements
+    with valid coverage.
     """
 
     def __init__(self, scales: Sequence[Hashable] | None = None, *, propensity: float | None = None,
                  n_estimators: int = 500, min_samples_leaf: int = 5, max_samples: float = 0.5,
                  max_features="grf", criterion: str = "mse", honest: bool = True, cv: int = 2,
                  model_y=None, model_t=None, subforest_size: int = 4, propensity_clip: float = 0.01,
-                 n_jobs: int | None = 1, use_ray: bool = False, ray_remote_func_options=None,
+                 select_features: float | None = None, n_jobs: int | None = 1, use_ray: bool = False, ray_remote_func_options=None,
                  random_state=None):
         self.scales = scales
         self.propensity = propensity
@@ -211,6 +233,7 @@ class MultiScaleCATE(BaseEstimator):
         self.model_t = model_t
         self.subforest_size = subforest_size
         self.propensity_clip = propensity_clip
+        self.select_features = select_features
         self.n_jobs = n_jobs
         self.use_ray = use_ray
         self.ray_remote_func_options = ray_remote_func_options
@@ -223,15 +246,42 @@ class MultiScaleCATE(BaseEstimator):
             return rs
         return int(np.random.default_rng(rs).integers(2**31 - 1))
 
-    def _make_forest(self, p: int):
+    def _check_params(self) -> None:
+        def integer(v, low):
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low
+
+        checks = [
+            ("n_estimators", self.n_estimators, lambda v: integer(v, 1), "an integer >= 1"),
+            ("min_samples_leaf", self.min_samples_leaf, lambda v: integer(v, 1), "an integer >= 1"),
+            ("subforest_size", self.subforest_size, lambda v: integer(v, 2),
+             "an integer >= 2 (trees per little bag of the variance estimate)"),
+            ("max_samples", self.max_samples,
+             lambda v: isinstance(v, (int, float, np.number)) and 0 < v <= 0.5,
+             "a fraction in (0, 0.5] (the intervals need half-samples)"),
+            ("cv", self.cv, lambda v: not isinstance(v, (int, np.integer)) or v >= 2, "at least 2 folds"),
+            ("select_features", self.select_features,
+             lambda v: v is None or (isinstance(v, (int, float, np.number)) and np.isfinite(v) and v >= 0),
+             "None or a multiple (>= 0) of the mean importance"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok(value):
+                raise GeovitError(f"MultiScaleCATE: `{name}` must be {expected}, got {value!r}")
+        if self.n_jobs is not None and not (isinstance(self.n_jobs, (int, np.integer)) and self.n_jobs != 0):
+            raise GeovitError(f"MultiScaleCATE: `n_jobs` must be a non-zero integer (-1 = all cores) or None, "
+                              f"got {self.n_jobs!r}")
+
+    def _make_forest(self, p: int, p_nuisance: int | None = None):
+        """The econml forest with ``p`` effect modifiers (``p_nuisance`` features in the nuisances)."""
         from econml.dml import CausalForestDML
 
         if self.propensity is not None and not 0 < float(self.propensity) < 1:
             raise GeovitError(f"`propensity` must lie strictly in (0, 1), got {self.propensity!r}")
+        self._check_params()
+        p_nuisance = p if p_nuisance is None else p_nuisance
         seed = self._seed()
         n_nuisance = max(50, self.n_estimators // 4)
         model_y = self.model_y if self.model_y is not None else RandomForestRegressor(
-            n_estimators=n_nuisance, min_samples_leaf=self.min_samples_leaf, max_features=grf_mtry(p),
+            n_estimators=n_nuisance, min_samples_leaf=self.min_samples_leaf, max_features=grf_mtry(p_nuisance),
             n_jobs=self.n_jobs, random_state=seed)
         if self.model_t is not None:
             model_t = self.model_t
@@ -240,8 +290,8 @@ class MultiScaleCATE(BaseEstimator):
         else:
             model_t = RandomForestClassifier(
                 n_estimators=n_nuisance, min_samples_leaf=self.min_samples_leaf,
-                max_features=grf_mtry(p), n_jobs=self.n_jobs, random_state=seed)
-        k = max(1, int(self.subforest_size))
+                max_features=grf_mtry(p_nuisance), n_jobs=self.n_jobs, random_state=seed)
+        k = int(self.subforest_size)
         n_trees = k * math.ceil(max(self.n_estimators, k) / k)
         max_features = grf_mtry(p) if self.max_features == "grf" else self.max_features
         return CausalForestDML(
@@ -257,22 +307,45 @@ class MultiScaleCATE(BaseEstimator):
         if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
             raise GeovitError(f"X_scales gives {X.shape[1]} features for scales {scales}, but the "
                               f"forest was fitted on {self.n_features_in_}")
-        return X
+        return X[:, self.selected_features_] if hasattr(self, "selected_features_") else X
 
     # -- sklearn / econml API --------------------------------------------------------------------
     def fit(self, Y, T, X_scales, *, sample_weight=None, groups=None) -> "MultiScaleCATE":
         """Fit the causal forest of Y on T with the concatenated embeddings as effect modifiers.
 
-        ``groups`` (cluster ids) keeps clusters together in the nuisance cross-fitting.
+        ``groups`` (cluster ids) keeps clusters together in the nuisance cross-fitting and makes
+        :func:`causal.calibration.test_calibration` of this forest cluster-robust.
         """
         table = as_scale_dict(X_scales)
         self.scales_ = resolve_scales(table, self.scales)
         X = stack_scales(table, self.scales_)
         y, t = _outcome_treatment(Y, T, X.shape[0])
-        self.forest_ = self._make_forest(X.shape[1])
-        self.forest_.fit(y, t, X=X, sample_weight=sample_weight, groups=groups, cache_values=True)
+        self._check_params()
+        if groups is not None and np.asarray(groups).shape[0] != X.shape[0]:
+            raise GeovitError(f"`groups` has {np.asarray(groups).shape[0]} entries for {X.shape[0]} units")
+        folds = int(self.cv) if isinstance(self.cv, (int, np.integer)) else 2
+        arms = np.bincount(t, minlength=2)
+        if arms.min() < 2 * folds:
+            raise GeovitError(f"MultiScaleCATE: {arms[1]} treated and {arms[0]} control units are too few for a "
+                              f"causal forest with {folds}-fold cross-fitting; need at least {2 * folds} per arm")
+        for attr in ("selected_features_", "n_features_in_"):
+            self.__dict__.pop(attr, None)
+        selected = np.arange(X.shape[1])
+        if self.select_features is not None:
+            pilot = self._make_forest(X.shape[1])
+            pilot.fit(y, t, X=X, sample_weight=sample_weight, groups=groups)
+            importance = np.asarray(pilot.feature_importances_).reshape(-1)
+            selected = np.flatnonzero(importance > float(self.select_features) * importance.mean())
+            if selected.size == 0:  # a pilot forest without a single split: keep the most used feature
+                selected = np.array([int(np.argmax(importance))])
+        rest = np.setdiff1d(np.arange(X.shape[1]), selected)
+        self.forest_ = self._make_forest(selected.size, X.shape[1])
+        self.forest_.fit(y, t, X=X[:, selected], W=X[:, rest] if rest.size else None,
+                         sample_weight=sample_weight, groups=groups, cache_values=True)
         self.n_features_in_ = X.shape[1]
-        self._train = (y, t, X)
+        self.selected_features_ = selected
+        self.groups_ = None if groups is None else np.asarray(groups)
+        self._train = (y, t, X[:, selected])
         return self
 
     def effect(self, X_scales) -> np.ndarray:
@@ -280,9 +353,21 @@ class MultiScaleCATE(BaseEstimator):
         return np.asarray(self.forest_.effect(self._X(X_scales))).reshape(-1)
 
     def effect_interval(self, X_scales, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-        """(lower, upper) normal confidence bounds of τ̂(x) (bootstrap-of-little-bags variance)."""
+        """(lower, upper) normal bounds τ̂(x) ± z₁₋α/₂·σ̂(x) at level 1 − ``alpha``.
+
+        σ̂² is the forest's bootstrap-of-little-bags sampling variance: the interval covers the
+        forest's own (smoothed) target at x, and τ(x) only where the smoothing bias is small
+        against σ̂(x) -- see the class docstring for what it does not cover.
+        """
+        if not 0 < float(alpha) < 1:
+            raise GeovitError(f"`alpha` must lie strictly between 0 and 1 (level = 1 - alpha), got {alpha!r}")
         lo, hi = self.forest_.effect_interval(self._X(X_scales), alpha=alpha)
         return np.asarray(lo).reshape(-1), np.asarray(hi).reshape(-1)
+
+    def effect_stderr(self, X_scales) -> np.ndarray:
+        """σ̂(x): the bootstrap-of-little-bags standard error of τ̂(x) → (n,)."""
+        inference = self.forest_.effect_inference(self._X(X_scales))
+        return np.asarray(inference.stderr).reshape(-1)
 
     def oob_effect(self) -> np.ndarray:
         """Out-of-bag τ̂ on the training units (grf's ``predict(cf)`` without newdata) → (n,)."""
@@ -506,6 +591,18 @@ def _row(scales: tuple, ev: CATEEvaluation) -> dict:
             "std_err": ev.std_err, "rate_ratio": ev.rate_ratio}
 
 
+def _check_parts(part: str, pieces: list, t: np.ndarray, holdout_fraction: float, per_part: int = 4) -> None:
+    """Every piece of ``part`` must hold ``per_part`` treated and control units (forests on halves)."""
+    arms = [np.bincount(t[q], minlength=2) for q in pieces]
+    if min(a.min() for a in arms) < per_part:
+        raise GeovitError(
+            f"scale_search: with holdout_fraction={holdout_fraction} (CLI --holdout) the {part} part has "
+            f"{sum(len(q) for q in pieces)} units in {'halves with ' if len(pieces) > 1 else ''}"
+            + ", ".join(f"{a[1]} treated / {a[0]} control" for a in arms)
+            + f"; need at least {per_part} of each arm{' per half' if len(pieces) > 1 else ''}. "
+            "Use more units or another --holdout")
+
+
 def scale_search(Y, T, X_scales, *, estimator: MultiScaleCATE | None = None, max_k: int | Iterable[int] | str = 2,
                  holdout_fraction: float = 0.5, swap: bool = True, target: str = "AUTOC",
                  n_bootstrap: int = 200, clusters=None, random_state=None, progress: bool = False) -> ScaleSearchResult:
@@ -540,6 +637,9 @@ def scale_search(Y, T, X_scales, *, estimator: MultiScaleCATE | None = None, max
         iterator = tqdm(candidates, desc="scale subsets", unit="subset")
     ys, ts, xs, cs = sub(select)
     halves = split_halves(len(select), cs, 0.5, rng)  # same halves for every candidate
+    _check_parts("selection", [select[h] for h in halves], t, holdout_fraction)
+    if confirm is not None:
+        _check_parts("confirmation", [confirm], t, holdout_fraction, per_part=8)
     for subset in iterator:
         model = clone(template).set_params(scales=list(subset))
         evaluations[subset] = evaluate_rate(model, ys, ts, xs, swap=swap, target=target,
@@ -559,6 +659,7 @@ def scale_search(Y, T, X_scales, *, estimator: MultiScaleCATE | None = None, max
     if confirm is not None:
         yc, tc, xc, cc = sub(confirm)
         halves_c = split_halves(len(confirm), cc, 0.5, rng)
+        _check_parts("confirmation", [confirm[h] for h in halves_c], t, holdout_fraction)
         winners = {"best_multi": best_multi, "best_single": best_single}
         winners = {role: subset for role, subset in winners.items() if subset is not None}
         models = {role: clone(template).set_params(scales=list(subset)) for role, subset in winners.items()}

@@ -51,6 +51,21 @@ def binary_treatment(values: pd.Series, ids: pd.Series, *, column: str, where: s
     return w
 
 
+def read_units_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a units CSV, raising :class:`DataError` naming the file when it is missing, a folder,
+    empty, binary or malformed (a header-only file reads as a table without rows)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"units file {path}: is a folder; expected a CSV file with one row per unit")
+    if not path.is_file():
+        raise DataError(f"units file {path}: not found")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        # EmptyDataError (a 0-byte file) is a ValueError too
+        raise DataError(f"units file {path}: not a readable CSV ({err})") from None
+
+
 def read_rct_units(
     units: str | os.PathLike | pd.DataFrame,
     *,
@@ -63,21 +78,17 @@ def read_rct_units(
 ) -> pd.DataFrame:
     """The checked units table: the original columns plus ``W`` (0/1) and ``Y`` (float).
 
-    Raises :class:`DataError` for a missing file or column, duplicated ids, a treatment that is not
-    binary, non-numeric or missing outcomes, missing cluster ids or fewer than 2 clusters -- naming
-    the column and the units.
+    Raises :class:`DataError` for a missing, empty or header-only file, a missing column, duplicated
+    ids, a treatment that is not binary, non-numeric or missing outcomes, missing cluster ids or
+    fewer than 2 clusters -- naming the file, the column and the units.
     """
     if isinstance(units, pd.DataFrame):
         df, where = units.copy(), "units table"
     else:
-        path = Path(units)
-        if not path.is_file():
-            raise DataError(f"units file {path}: not found")
-        try:
-            df = pd.read_csv(path)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-            raise DataError(f"units file {path}: not a readable CSV ({err})") from None
-        where = f"units file {path}"
+        df, where = read_units_csv(units), f"units file {Path(units)}"
+    if len(df) == 0:
+        raise DataError(f"{where}: has a header but no rows; expected one row per unit "
+                        f"(columns {list(df.columns)})")
     need = [id_col, treatment_col, outcome_col, *coord_cols] + ([cluster_col] if cluster_col else [])
     missing = [c for c in need if c not in df.columns]
     if missing:

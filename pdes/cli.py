@@ -44,7 +44,7 @@ def _train(args: argparse.Namespace) -> int:
     max_steps = int(cfg.max_steps)
     task = VICONTask(cfg.model_config(dm.frame_size), lr=cfg.lr, weight_decay=cfg.weight_decay,
                      warmup_steps=cfg.warmup_steps, total_steps=cfg.total_steps or max_steps, min_ex=cfg.min_ex,
-                     datasets=[str(r) for r in roots], seed=cfg.seed)
+                     datasets=[str(Path(r).resolve()) for r in roots], seed=cfg.seed)
     frame = dm.frame_size
     print("training VICON on " + ", ".join(f"{d.name} ({len(d)} trajectories)" for d in dm.train_datasets)
           + f"; frames {frame}x{frame}, {sum(p.numel() for p in task.model.parameters()):,} parameters")
@@ -85,12 +85,12 @@ def _dropped_masks(spec: str | None, ds, rows: list[int], gt_steps: int):
 def _rollout(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
+    from geovit.progress import progress
 
     from pdes import metrics
     from pdes.data import TrajectoryDataset
-    from pdes.plots import write_error_curve, write_strip, write_table
-    from pdes.rollout import make_strategy, rollout
+    from pdes.plots import rollout_table, write_error_curve, write_strip, write_table
+    from pdes.rollout import BASELINES, evaluate_rollout, make_strategy, rollout
 
     model = _load_model(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.accelerator != "cpu" else "cpu")
@@ -106,42 +106,33 @@ def _rollout(args: argparse.Namespace) -> int:
     if not 0 <= args.plot_trajectory < n:
         raise GeovitError(f"--plot-trajectory {args.plot_trajectory}: expected 0..{n - 1} ({n} trajectories evaluated)")
     mask = torch.from_numpy(ds.channel_mask)
-    errors = {s: [] for s in metrics.SCHEMES}
-    predicted_all, strip = [], None
-    for start in tqdm(range(0, n, args.batch_size), desc="rollout", unit="batch"):
+    errors: dict[str, dict[str, list]] = {}  # "model" and every baseline -> scheme -> per-batch errors
+    strip = None
+    for start in progress(range(0, n, args.batch_size), desc="rollout", unit="batch"):
         rows = list(range(start, min(start + args.batch_size, n)))
         traj = torch.stack([ds.read(i) for i in rows]).to(device)
         drops = _dropped_masks(args.drop_frames, ds, rows, args.gt_steps)
         res = rollout(model, traj, mask, args.strategy, gt_steps=args.gt_steps, num_examples=args.num_examples,
                       max_stride=args.max_stride, dropped_mask=drops)
-        pred, gt = res.future[:, :, :-1].cpu(), traj[:, args.gt_steps:, :-1].cpu()
-        done = res.predicted[:, args.gt_steps:].cpu()
-        for s in metrics.SCHEMES:
-            err = metrics.channel_mean(metrics.scaled_error(pred, gt, s), mask[:-1])
-            errors[s].append(torch.where(done, err, torch.full_like(err, float("nan"))))
-        predicted_all.append(done)
+        for name, by_scheme in evaluate_rollout(res, traj, mask).items():
+            for s, err in by_scheme.items():
+                errors.setdefault(name, {}).setdefault(s, []).append(err)
         if args.plot_trajectory in rows:
+            pred, gt = res.future[:, :, :-1].cpu(), traj[:, args.gt_steps:, :-1].cpu()
+            done = res.predicted[:, args.gt_steps:].cpu()
             k = rows.index(args.plot_trajectory)
             strip = (gt[k], pred[k], done[k])
-    errors = {s: torch.cat(e).numpy() for s, e in errors.items()}
+    errors = {name: {s: torch.cat(e).numpy() for s, e in by_scheme.items()} for name, by_scheme in errors.items()}
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "rollout"
     files = [ds.locate(i) for i in range(n)]
-    rows_out = []
-    for i in range(n):
-        row = {"trajectory": i, "file": Path(files[i][0].path).name, "index": files[i][1]}
-        for s in metrics.SCHEMES:
-            e = errors[s][i]
-            row[f"last_step_{s}"] = float(e[-1])
-            row[f"mean_{s}"] = float(np.nanmean(e)) if np.isfinite(e).any() else float("nan")
-        rows_out.append(row)
-    mean_row = {"trajectory": "mean", "file": "", "index": ""}
-    for key in rows_out[0]:
-        if key.startswith(("last_step_", "mean_")):
-            mean_row[key] = float(np.nanmean([r[key] for r in rows_out]))
-    write_table(out / "rollout_errors.csv", rows_out + [mean_row])
+    ids = [{"trajectory": i, "file": Path(files[i][0].path).name, "index": files[i][1]} for i in range(n)]
+    table = rollout_table(errors, ids)
+    mean_row = table[-1]
+    write_table(out / "rollout_errors.csv", table)
     times = np.arange(args.gt_steps, ds.num_frames)
-    write_error_curve(out / "error_vs_time.png", times, errors,
-                      title=f"{ds.spec.name}: {args.strategy}, max stride {args.max_stride}")
+    write_error_curve(out / "error_vs_time.png", times, errors["model"],
+                      title=f"{ds.spec.name}: {args.strategy}, max stride {args.max_stride}",
+                      baselines={k: v for k, v in errors.items() if k != "model"}, label="VICON")
     written = [out / "rollout_errors.csv", out / "error_vs_time.png"]
     if strip is not None:
         from pdes.data import SLOTS
@@ -157,6 +148,9 @@ def _rollout(args: argparse.Namespace) -> int:
           + (f", dropped frames {args.drop_frames}" if args.drop_frames else ""))
     for s in metrics.SCHEMES:
         print(f"  last-step error ({s}): {mean_row[f'last_step_{s}']:.4f}   time-mean: {mean_row[f'mean_{s}']:.4f}")
+        for name, what in BASELINES.items():
+            print(f"    baseline {name} ({what}): last-step {mean_row[f'{name}_last_step_{s}']:.4f}   "
+                  f"time-mean: {mean_row[f'{name}_mean_{s}']:.4f}")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -206,15 +200,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parsers
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def add_commands(sub) -> None:
-    from geovit.cli.options import add_config_flags
+    from geovit.cli.options import add_config_flags, bounded, positive_int
     from pdes.config import VICONConfig
 
     p = sub.add_parser("pdes", help="VICON: in-context operator learning and rollout of fluid fields")
@@ -233,16 +220,16 @@ def add_commands(sub) -> None:
     r.add_argument("--split", default="test", choices=("train", "valid", "test"))
     r.add_argument("--strategy", default="single_step",
                    help="single_step, multi_norepeat, multi_repeat (or the official fixed_* names)")
-    r.add_argument("--max-stride", type=_positive, default=1)
-    r.add_argument("--gt-steps", type=_positive, default=10, help="given (ground-truth) frames")
-    r.add_argument("--num-examples", type=_positive, default=9, help="example pairs per prompt")
+    r.add_argument("--max-stride", type=positive_int, default=1)
+    r.add_argument("--gt-steps", type=positive_int, default=10, help="given (ground-truth) frames")
+    r.add_argument("--num-examples", type=positive_int, default=9, help="example pairs per prompt")
     r.add_argument("--drop-frames", default=None,
                    help="'mask' (use the files' dropped_mask) or frame indices among the given ones, e.g. 1,3,5")
     r.add_argument("--channels", default=None, help="comma-separated slots to evaluate (default: all fields)")
-    r.add_argument("--frame-size", type=_positive, default=None, help="average-pool frames to this size")
-    r.add_argument("--batch-size", type=_positive, default=8, help="trajectories per model call")
-    r.add_argument("--max-trajectories", type=_positive, default=None)
-    r.add_argument("--plot-trajectory", type=int, default=0, help="trajectory shown in the PNG strip")
+    r.add_argument("--frame-size", type=positive_int, default=None, help="average-pool frames to this size")
+    r.add_argument("--batch-size", type=positive_int, default=8, help="trajectories per model call")
+    r.add_argument("--max-trajectories", type=positive_int, default=None)
+    r.add_argument("--plot-trajectory", type=bounded(int, 0), default=0, help="trajectory shown in the PNG strip")
     r.add_argument("--plot-channel", default=None, help="slot shown in the strip (default: first field)")
     r.add_argument("--accelerator", default="auto", help="cpu or auto (cuda when present)")
     r.add_argument("--out", default=None, help="output folder (default: CKPT folder/rollout)")
@@ -253,17 +240,17 @@ def add_commands(sub) -> None:
     s.add_argument("--kind", required=True, choices=("ns2d", "cfd2d"),
                    help="ns2d: buoyancy-driven smoke (PDEArena); cfd2d: compressible Navier-Stokes (PDEBench)")
     s.add_argument("--layout", default=None, choices=("pdearena", "pdebench", "vicon"))
-    s.add_argument("--resolution", type=_positive, default=32)
-    s.add_argument("--frames", type=_positive, default=None, help="frames per trajectory (ns2d 24, cfd2d 21)")
-    s.add_argument("--num-train", type=int, default=24)
-    s.add_argument("--num-valid", type=int, default=4)
-    s.add_argument("--num-test", type=int, default=4)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--buoyancy", type=float, default=None, help="ns2d buoyancy (default: drawn from [0.2, 0.5])")
+    s.add_argument("--resolution", type=positive_int, default=32)
+    s.add_argument("--frames", type=positive_int, default=None, help="frames per trajectory (ns2d 24, cfd2d 21)")
+    s.add_argument("--num-train", type=positive_int, default=24)
+    s.add_argument("--num-valid", type=bounded(int, 0), default=4)
+    s.add_argument("--num-test", type=bounded(int, 0), default=4)
+    s.add_argument("--seed", type=bounded(int, 0), default=0)
+    s.add_argument("--buoyancy", type=bounded(float), default=None, help="ns2d buoyancy (default: drawn from [0.2, 0.5])")
     s.add_argument("--backend", default="numpy", choices=("numpy", "phiflow"),
                    help="ns2d solver: geovit's numpy re-implementation, or PDEArena's recipe via phiflow (optional)")
-    s.add_argument("--mach", type=float, default=0.1, help="cfd2d Mach number of the random initial velocity")
-    s.add_argument("--viscosity", type=float, default=1e-8, help="cfd2d shear = bulk viscosity")
-    s.add_argument("--dropped-every", type=_positive, default=None,
+    s.add_argument("--mach", type=bounded(float, 0, open_low=True), default=0.1, help="cfd2d Mach number of the random initial velocity")
+    s.add_argument("--viscosity", type=bounded(float, 0), default=1e-8, help="cfd2d shear = bulk viscosity")
+    s.add_argument("--dropped-every", type=positive_int, default=None,
                    help="also write dropped_mask: every k-th frame of the first 10 unavailable")
     s.set_defaults(func=_synth)

@@ -36,11 +36,21 @@ Public API::
     result.future        # (B, T - gt_steps, C, H, W) predicted frames gt_steps..T-1
     result.frames        # (B, T, C, H, W): available given frames + predictions (zeros elsewhere)
     result.predicted     # (B, T) bool: frames written by the rollout
-    persistence(trajectories, gt_steps)   # baseline: every future frame = the last given frame
+    result.baselines     # {"persistence": ..., "mean_given": ...}, each (B, T - gt_steps, C, H, W)
+    persistence(trajectories, gt_steps, dropped_mask=None)   # every future frame = the last given frame
+    given_mean(trajectories, gt_steps, dropped_mask=None)    # every future frame = the mean given frame
+    evaluate_rollout(result, trajectories, channel_mask)
+        # {"model" | baseline: {scheme: (B, T - gt_steps) channel-mean error, NaN where not predicted}}
+
+Baselines (always computed by :func:`rollout`, so every report can show what the model adds):
+*persistence* repeats the last given frame, *mean_given* the pixel-wise mean of the given frames;
+with dropped frames both use only the available (not dropped) given frames. A model that does
+not beat persistence has learned nothing about the dynamics; the mean field is the best constant
+forecast of a statistically stationary flow.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -166,13 +176,22 @@ def make_strategy(
     return multi_step_strategy(num_frames, gt_steps, num_examples, max_stride, repeat=name == "multi_repeat")
 
 
+#: baseline name -> what it predicts for every frame after the given ones
+BASELINES: dict[str, str] = {
+    "persistence": "the last given frame",
+    "mean_given": "the pixel-wise mean of the given frames",
+}
+
+
 @dataclass
 class RolloutResult:
-    """Rollout output: ``frames`` (B, T, C, H, W), ``predicted`` (B, T) bool, ``gt_steps``."""
+    """Rollout output: ``frames`` (B, T, C, H, W), ``predicted`` (B, T) bool, ``gt_steps`` and the
+    ``baselines`` of :data:`BASELINES` (name → (B, T − gt_steps, C, H, W)) from the same given frames."""
 
     frames: torch.Tensor
     predicted: torch.Tensor
     gt_steps: int
+    baselines: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def future(self) -> torch.Tensor:
@@ -275,12 +294,90 @@ def rollout(
                 predicted[rows, step.query_qoi] = True
     finally:
         model.train(was_training)
-    return RolloutResult(frames=frames, predicted=predicted.to(frames.device), gt_steps=gt_steps)
+    given = trajectories.to(device=frames.device, dtype=frames.dtype)
+    return RolloutResult(frames=frames, predicted=predicted.to(frames.device), gt_steps=gt_steps,
+                         baselines=baselines(given, gt_steps, dropped_mask))
 
 
-def persistence(trajectories: torch.Tensor, gt_steps: int) -> torch.Tensor:
-    """Baseline: every frame after ``gt_steps`` is the last given frame, (B, T − gt_steps, C, H, W)."""
+def _given(trajectories: torch.Tensor, gt_steps: int, dropped_mask) -> torch.Tensor:
+    """(B, gt_steps) bool: the given frames that are available (not dropped)."""
+    if trajectories.ndim != 5:
+        raise GeovitError(f"trajectories: expected (batch, time, channels, H, W), got shape {tuple(trajectories.shape)}")
     B, T = trajectories.shape[:2]
-    if T <= gt_steps:
-        raise GeovitError(f"trajectories have {T} frames; need more than gt_steps={gt_steps}")
-    return trajectories[:, gt_steps - 1 : gt_steps].expand(B, T - gt_steps, *trajectories.shape[2:]).clone()
+    if not 1 <= gt_steps < T:
+        raise GeovitError(f"trajectories have {T} frames; need 1 <= gt_steps < {T}, got gt_steps={gt_steps}")
+    if dropped_mask is None:
+        return torch.ones(B, gt_steps, dtype=torch.bool, device=trajectories.device)
+    drops = torch.as_tensor(dropped_mask, dtype=torch.bool, device=trajectories.device)
+    drops = drops.expand(B, -1) if drops.ndim == 1 else drops
+    if tuple(drops.shape) != (B, T):
+        raise GeovitError(f"dropped_mask: expected ({T},) or ({B}, {T}), got {tuple(drops.shape)}")
+    available = ~drops[:, :gt_steps]
+    empty = torch.nonzero(~available.any(dim=1)).flatten().tolist()
+    if empty:
+        raise GeovitError(f"dropped_mask: trajectories {empty[:10]} have no available frame among the first "
+                          f"gt_steps={gt_steps}")
+    return available
+
+
+def persistence(trajectories: torch.Tensor, gt_steps: int, dropped_mask=None) -> torch.Tensor:
+    """Baseline: every frame after ``gt_steps`` is the last given frame, (B, T − gt_steps, C, H, W).
+
+    With ``dropped_mask`` ((T,) or (B, T), True = unavailable) it is the last *available* given frame.
+    """
+    available = _given(trajectories, gt_steps, dropped_mask)
+    B, T = trajectories.shape[:2]
+    steps = torch.arange(gt_steps, device=trajectories.device)
+    last = torch.where(available, steps, torch.full_like(steps, -1)).max(dim=1).values  # (B,)
+    frame = trajectories[torch.arange(B, device=trajectories.device), last]
+    return frame[:, None].expand(B, T - gt_steps, *trajectories.shape[2:]).clone()
+
+
+def given_mean(trajectories: torch.Tensor, gt_steps: int, dropped_mask=None) -> torch.Tensor:
+    """Baseline: every frame after ``gt_steps`` is the pixel-wise mean of the given frames.
+
+    With ``dropped_mask`` ((T,) or (B, T), True = unavailable) only the available given frames count.
+    Returns (B, T − gt_steps, C, H, W).
+    """
+    available = _given(trajectories, gt_steps, dropped_mask)
+    B, T = trajectories.shape[:2]
+    w = available.to(trajectories.dtype)[:, :, None, None, None]
+    given = trajectories[:, :gt_steps]
+    head = torch.where(available[:, :, None, None, None], given, torch.zeros_like(given))
+    mean = head.sum(dim=1) / w.sum(dim=1)
+    return mean[:, None].expand(B, T - gt_steps, *trajectories.shape[2:]).clone()
+
+
+def baselines(trajectories: torch.Tensor, gt_steps: int, dropped_mask=None) -> dict[str, torch.Tensor]:
+    """Every baseline of :data:`BASELINES`: name → (B, T − gt_steps, C, H, W)."""
+    return {"persistence": persistence(trajectories, gt_steps, dropped_mask),
+            "mean_given": given_mean(trajectories, gt_steps, dropped_mask)}
+
+
+def evaluate_rollout(result: RolloutResult, trajectories: torch.Tensor, channel_mask,
+                     schemes: Sequence[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Channel-mean errors of the model and of every baseline against the true future frames.
+
+    ``trajectories`` (B, T, C, H, W) hold the truth (last slot: node type, not scored);
+    ``channel_mask`` (C,) or (B, C) as for :func:`rollout`. Returns ``{"model": {scheme: (B, T −
+    gt_steps)}, "persistence": {...}, "mean_given": {...}}`` on the CPU; frames the model did not
+    predict (dropped-frame strategies) are NaN for the baselines too, so every curve averages
+    over the same frames.
+    """
+    from pdes import metrics
+
+    schemes = tuple(metrics.SCHEMES if schemes is None else schemes)
+    g = result.gt_steps
+    truth = trajectories[:, g:, :-1].detach().cpu().float()
+    mask = torch.as_tensor(channel_mask).cpu()
+    mask = mask[..., :-1]
+    done = result.predicted[:, g:].cpu()
+    forecasts = {"model": result.future, **result.baselines}
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, frames in forecasts.items():
+        pred = frames[:, :, :-1].detach().cpu().float()
+        out[name] = {}
+        for s in schemes:
+            err = metrics.channel_mean(metrics.scaled_error(pred, truth, s), mask)
+            out[name][s] = torch.where(done, err, torch.full_like(err, float("nan")))
+    return out

@@ -71,8 +71,12 @@ def grid_tif(tmp_path):
 def test_crops_are_centred_on_reprojected_units_and_padded_at_edges(grid_tif):
     units = _units([20.0, 1.0, 49.5], [10.0, 2.0, 39.5])
     enc = FrozenEncoder(Flatten(), input_size=4)
-    ds = embed_units(units, grid_tif, enc, scales=[4], normalize="none", progress=False)
+    with pytest.warns(UserWarning, match=r"2 of 3 unit\(s\).*up to 75.0% of a crop.*u1, u2.*filled"):
+        ds = embed_units(units, grid_tif, enc, scales=[4], normalize="none", progress=False, on_nodata="fill")
     crop = _crops(ds, 4)
+    # shares of the crops beyond the raster: unit 1 one column of 4, unit 2 three quarters
+    np.testing.assert_allclose(ds["missing_fraction"].values[:, 0], [0.0, 0.25, 0.75])
+    assert ds.attrs["nodata_units"] == 2
     # unit 0 at pixel corner (20, 10): the 4x4 window starts at column 18, row 8
     np.testing.assert_array_equal(crop[0, 0, 0], [19, 20, 21, 22])
     np.testing.assert_array_equal(crop[0, 1, :, 0], [9, 10, 11, 12])
@@ -92,7 +96,10 @@ def test_window_centre_property(tmp_path_factory, col, row, half):
     units = _units([col + 0.5], [row + 0.5])
     for s in (2 * half, 2 * half + 1):
         enc = FrozenEncoder(Flatten(), input_size=s)
-        crop = _crops(embed_units(units, tif, enc, scales=[s], normalize="none", progress=False), s)[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # crops of units near the edge stick out of the raster
+            ds = embed_units(units, tif, enc, scales=[s], normalize="none", progress=False, on_nodata="fill")
+        crop = _crops(ds, s)[0]
         c = (s - 1) // 2
         assert crop[0, c, c] == col + 1 and crop[1, c, c] == row + 1
 
@@ -151,12 +158,52 @@ def test_missing_and_foreign_rasters(tmp_path):
         open_raster(plain)
 
 
-def test_nodata_is_filled_with_band_mean(tmp_path):
+def test_nodata_is_filled_with_band_mean_when_asked(tmp_path):
     tif = _write_grid(tmp_path / "nd.tif", nodata=1)  # column 0 of band 0 holds 1 == nodata
-    ds = embed_units(_units([1.0], [10.0]), tif, FrozenEncoder(Flatten(), input_size=2), scales=[2], progress=False)
+    with pytest.warns(UserWarning, match=r"1 of 1 unit\(s\).*up to 50.0% of a crop.*u0.*band mean"):
+        ds = embed_units(_units([1.0], [10.0]), tif, FrozenEncoder(Flatten(), input_size=2), scales=[2],
+                         progress=False, on_nodata="fill")
     crop = ds["embedding"].values.reshape(2, 2, 2)
     assert np.all(crop[0, :, 0] == 0.0)  # z-scored nodata → 0 (the band mean)
     assert np.all(crop[0, :, 1] != 0.0)
+    assert ds.attrs["nodata_policy"] == "fill" and ds.attrs["nodata_units"] == 1
+
+
+def test_units_with_nodata_are_skipped_by_default_and_counted(tmp_path):
+    tif = _write_grid(tmp_path / "nd.tif", nodata=1)
+    units = _units([1.0, 10.0, 20.0, 1.0], [10.0, 10.0, 10.0, 30.0])  # u0 and u3 see column 0 (nodata)
+    enc = FrozenEncoder(Flatten(), input_size=2)
+    with pytest.warns(UserWarning, match=r"2 of 4 unit\(s\).*u0, u3; they are skipped"):
+        ds = embed_units(units, tif, enc, scales=[2, 4], progress=False)
+    assert ds["unit"].values.tolist() == ["u1", "u2"]
+    assert ds.attrs["nodata_units"] == 2 and np.all(ds["missing_fraction"].values == 0)
+    with pytest.raises(DataError, match="no unit is left"):
+        embed_units(units.iloc[[0, 3]], tif, enc, scales=[2], progress=False)
+    with pytest.raises(GeovitError, match="on_nodata must be 'skip' or 'fill'"):
+        embed_units(units, tif, enc, scales=[2], progress=False, on_nodata="mean")
+
+
+def test_cached_embeddings_keep_the_nodata_shares(tmp_path):
+    tif = _write_grid(tmp_path / "nd.tif", nodata=1)
+    units = _units([1.0, 10.0], [10.0, 10.0])
+    enc = FrozenEncoder(Flatten(), input_size=2)
+    kw = dict(scales=[2], progress=False, cache=tmp_path / "cache", on_nodata="fill")
+    with pytest.warns(UserWarning, match="1 of 2"):
+        first = embed_units(units, tif, enc, **kw)
+    calls = enc.model.calls
+    with pytest.warns(UserWarning, match="1 of 2"):  # read from the cache: still reported
+        again = embed_units(units, tif, enc, **kw)
+    assert enc.model.calls == calls
+    np.testing.assert_array_equal(first["missing_fraction"].values, again["missing_fraction"].values)
+
+
+def test_bad_scales_and_batch_size(grid_tif):
+    enc = FrozenEncoder(Flatten(), input_size=2)
+    units = _units([10.0], [10.0])
+    with pytest.raises(GeovitError, match=r"scales \[64\]: crops wider than raster"):
+        embed_units(units, grid_tif, enc, scales=[2, 64], progress=False)
+    with pytest.raises(GeovitError, match="batch_size must be a positive integer"):
+        embed_units(units, grid_tif, enc, scales=[2], progress=False, batch_size=0)
 
 
 def test_zarr_cube_matches_geotiff(grid_tif, tmp_path):
@@ -204,8 +251,9 @@ def test_cache_reuses_scales_and_is_keyed_by_encoder(grid_tif, tmp_path):
 def test_jitter_and_combinations(grid_tif):
     units = _units(np.linspace(5, 45, 12), np.linspace(5, 35, 12))
     enc = load_encoder("tiny", in_chans=2)
-    ds = embed_units(units, grid_tif, enc, scales=[4, 8, 16], jitter={"scale": 4, "draws": 3, "max_px": 0},
-                     progress=False)
+    with pytest.warns(UserWarning, match="2 of 12"):  # the first and last 16-px crops leave the raster
+        ds = embed_units(units, grid_tif, enc, scales=[4, 8, 16], jitter={"scale": 4, "draws": 3, "max_px": 0},
+                         progress=False, on_nodata="fill")
     d = ds.sizes["feature"]
     # zero jitter reproduces the unjittered crop
     for k in range(3):

@@ -190,3 +190,42 @@ def test_paired_comparison_shares_scores_and_draws():
     np.testing.assert_allclose(single.priorities[0], ev.priorities[0][:, 0])  # same forest on A
     with pytest.raises(GeovitError, match="exactly two"):
         evaluate_rate({"a": small()}, y, t, emb)
+
+
+def test_pilot_feature_selection_keeps_the_effect_modifier():
+    """select_features=1 (Athey & Wager 2019): features above the mean pilot importance; the rest are controls."""
+    y, t, emb, tau = make_rct(n=400, effect_scales=(32,), seed=5)
+    model = small(select_features=1.0, model_y=None).fit(y, t, emb)
+    selected = model.selected_features_
+    assert 0 in selected and 0 < selected.size < 9  # feature 0 of scale 32 drives τ
+    assert model._train[2].shape == (400, selected.size)  # the forest sees the selected features only
+    cate = model.effect(emb)
+    assert cate.shape == (400,) and np.corrcoef(cate, tau)[0, 1] > 0.7
+    lo, hi = model.effect_interval(emb, alpha=0.1)
+    np.testing.assert_allclose((hi - lo) / 2, 1.6448536 * model.effect_stderr(emb), rtol=1e-5)
+    plain = small().fit(y, t, emb)
+    assert plain.selected_features_.tolist() == list(range(9))
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"n_estimators": 0}, "`n_estimators` must be an integer >= 1"),
+    ({"subforest_size": 1}, "`subforest_size` must be an integer >= 2"),
+    ({"max_samples": 0.8}, r"`max_samples` must be a fraction in \(0, 0.5\]"),
+    ({"min_samples_leaf": 0}, "`min_samples_leaf`"),
+    ({"n_jobs": 0}, "`n_jobs` must be a non-zero integer"),
+    ({"select_features": -1.0}, "`select_features`"),
+])
+def test_bad_forest_settings_are_named(params, match):
+    y, t, emb, _ = make_rct(n=40)
+    with pytest.raises(GeovitError, match=match):
+        small(**params).fit(y, t, emb)
+
+
+def test_too_few_units_per_arm():
+    y, t, emb, _ = make_rct(n=40)
+    t = np.zeros(40, int)
+    t[:3] = 1
+    with pytest.raises(GeovitError, match="3 treated and 37 control units are too few"):
+        small().fit(y, t, emb)
+    with pytest.raises(GeovitError, match=r"holdout_fraction=0.9 \(CLI --holdout\).*selection part"):
+        scale_search(*make_rct(n=60)[:3], estimator=small(), holdout_fraction=0.9, max_k=1, n_bootstrap=2)
