@@ -54,7 +54,8 @@ def bounded(kind: type, low: float | None = None, high: float | None = None, *, 
                 parts.append(f"{'>' if open_low else '≥'} {low:g}")
             if high is not None:
                 parts.append(f"{'<' if open_high else '≤'} {high:g}")
-            raise argparse.ArgumentTypeError(f"expected a number {' and '.join(parts)}, got {text}")
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what} {' and '.join(parts)}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
