@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from causal.scores import _vector
 from geovit.errors import GeovitError
 
 __all__ = ["CalibrationTest", "test_calibration", "group_average_effects", "interval_coverage",
@@ -59,25 +60,6 @@ def _level(level: float) -> float:
     if not 0 < value < 1:
         raise GeovitError(f"`level` (confidence level) must lie strictly between 0 and 1, got {level!r}")
     return value
-
-
-def _vector(x, name: str, n: int | None) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise GeovitError(f"`{name}` must be numeric: {err}") from None
-    if arr.ndim == 0 and n is not None:
-        arr = np.full(n, float(arr))
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise GeovitError(f"`{name}` must be a vector (one value per unit), got shape {arr.shape}")
-    if n is not None and arr.size != n:
-        raise GeovitError(f"`{name}` has {arr.size} values, expected {n} (one per unit)")
-    bad = np.flatnonzero(~np.isfinite(arr))
-    if bad.size:
-        raise GeovitError(f"`{name}` is NaN/inf for units (row positions) {bad[:10].tolist()}")
-    return arr
 
 
 def _cluster_codes(clusters, n: int) -> np.ndarray:
@@ -231,7 +213,7 @@ def test_calibration(forest=None, *, Y=None, W=None, Y_hat=None, W_hat=None, tau
             raise GeovitError("test_calibration: dr_scores needs tau_hat (the out-of-bag CATE predictions)")
         target = "dr_scores"
         gamma = _vector(dr_scores, "dr_scores", None)
-        tau = _vector(tau_hat, "tau_hat", gamma.size)
+        tau = _vector(tau_hat, "tau_hat", gamma.size, ref="dr_scores")
         mean = float(tau.mean())
         X = np.column_stack([np.full(tau.size, mean), tau - mean])
         response = gamma
@@ -292,12 +274,12 @@ def group_average_effects(dr_scores, priorities, *, n_groups: int = 5, clusters=
     level = _level(level)
     gamma = _vector(dr_scores, "dr_scores", None)
     n = gamma.size
-    prio = _vector(priorities, "priorities", n)
+    prio = _vector(priorities, "priorities", n, ref="dr_scores")
     if not isinstance(n_groups, (int, np.integer)) or not 1 <= n_groups <= n // 2:
         raise GeovitError(f"n_groups={n_groups!r}: expected an integer from 1 to {n // 2} "
                           f"(at least 2 units per group for {n} units)")
     codes = _cluster_codes(clusters, n)
-    true = None if truth is None else _vector(truth, "truth", n)
+    true = None if truth is None else _vector(truth, "truth", n, ref="dr_scores")
     from scipy import stats
 
     z = stats.norm.ppf(0.5 + level / 2)
@@ -330,8 +312,8 @@ def group_average_effects(dr_scores, priorities, *, n_groups: int = 5, clusters=
 def interval_coverage(lower, upper, truth) -> float:
     """Share of units whose interval ``[lower, upper]`` contains ``truth`` (simulations)."""
     lo = _vector(lower, "lower", None)
-    hi = _vector(upper, "upper", lo.size)
-    true = _vector(truth, "truth", lo.size)
+    hi = _vector(upper, "upper", lo.size, ref="lower")
+    true = _vector(truth, "truth", lo.size, ref="lower")
     if lo.size == 0:
         raise GeovitError("interval_coverage: no intervals given")
     return float(np.mean((lo <= true) & (true <= hi)))

@@ -25,7 +25,9 @@ def _unit_names(index, positions: np.ndarray, k: int = 10) -> str:
     return "[" + ", ".join(labels) + more + "]"
 
 
-def _vector(x, name: str, n: int | None, index) -> np.ndarray:
+def _vector(x, name: str, n: int | None, index=None, ref: str = "Y") -> np.ndarray:
+    """``x`` as a finite float vector of ``n`` values (a scalar is broadcast), or a GeovitError naming
+    ``name`` (and ``ref``, the input that fixed ``n``; ``index`` labels the units in messages)."""
     try:
         arr = np.asarray(x, dtype=float)
     except (TypeError, ValueError) as err:
@@ -37,7 +39,7 @@ def _vector(x, name: str, n: int | None, index) -> np.ndarray:
     if arr.ndim != 1:
         raise GeovitError(f"`{name}` must be a vector (one value per unit), got shape {arr.shape}")
     if n is not None and arr.size != n:
-        raise GeovitError(f"`{name}` has {arr.size} values but `Y` has {n} units")
+        raise GeovitError(f"`{name}` has {arr.size} values but `{ref}` has {n} units")
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise GeovitError(f"`{name}` is NaN/inf for units {_unit_names(index, bad)}")

@@ -54,6 +54,7 @@ from geovit.models.chamae_masking import (
     DCPMasks, check_mask_ratio, check_strategy_probabilities, dynamic_channel_patch_masking, sample_dcp_strategy,
 )
 from geovit.models.layers import (
+    BoundChannelsMixin,
     CHANNEL_INITS, VIT_HEADS_BY_WIDTH, VIT_SIZES, ChannelIds, PatchEmbedPerChannel, channel_table_from_5d,
     tile_pos_embed, trunc_normal_init,
 )
@@ -138,7 +139,7 @@ def _key_mask(num_extra: int, tokens_valid: Tensor) -> Tensor:
     return torch.cat([extra, tokens_valid.bool()], dim=1)[:, None, None, :]
 
 
-class ChAMAEViT(nn.Module):
+class ChAMAEViT(BoundChannelsMixin, nn.Module):
     """ChA-MAEViT encoder, hybrid token fusion, classifier head and channel-aware decoder.
 
     Constructor keywords are the official ones (``decoder`` is a dict, see
@@ -266,28 +267,6 @@ class ChAMAEViT(nn.Module):
             nn.init.normal_(self.decoder.mask_token, std=0.02)
 
     # ------------------------------------------------------------------ input checking
-    def bind_channels(self, channels: Any) -> list[int] | None:
-        """Bind the input bands: calls without ``channels=`` then use these ids (``channels=`` still wins).
-
-        Args:
-            channels: band names of one :mod:`geovit.channels` table, a preset (``"sentinel2"``),
-                absolute ids, or None to unbind.
-
-        Returns:
-            The bound ids (also ``config["default_channels"]``), or None.
-
-        Raises:
-            GeovitError: unknown names, repeated ids or ids outside the channel table.
-        """
-        ids = self.patch_embed.bind_channels(channels)
-        self.config["default_channels"] = ids
-        return ids
-
-    @property
-    def default_channels(self) -> list[int] | None:
-        """The bound input channel ids (see :meth:`bind_channels`), or None."""
-        return self.config.get("default_channels")
-
     def _resolve_channels(self, x: Tensor, channels: Any, channel_mask: Tensor | None) -> ChannelIds:
         if not torch.is_tensor(x) or x.ndim != 4:
             raise GeovitError(f"x: expected a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")

@@ -36,13 +36,14 @@ from geovit.models._timm import (
     IMAGENET_MEAN, IMAGENET_STD, channel_mean_map, check_output_fmt, finish_intermediates, geovit_cfg, take_indices,
 )
 from geovit.models.layers import (
+    BoundChannelsMixin,
     VIT_HEADS_BY_WIDTH, VIT_SIZES, PatchEmbedPerChannel, channel_table_from_5d, tile_pos_embed, trunc_normal_init,
 )
 
 __all__ = ["ChannelViT", "build", "checkpoint_filter_fn", "infer_config", "load_official"]
 
 
-class ChannelViT(nn.Module):
+class ChannelViT(BoundChannelsMixin, nn.Module):
     """Channel Vision Transformer (paper §3) with optional Hierarchical Channel Sampling (§3.2).
 
     Args follow the official constructor: ``img_size`` sets the stored positional grid
@@ -123,28 +124,6 @@ class ChannelViT(nn.Module):
         self.apply(trunc_normal_init)
 
     # -- pieces ----------------------------------------------------------------------------
-    def bind_channels(self, channels: Any) -> list[int] | None:
-        """Bind the input bands: ``model(x)`` then uses these ids (an explicit ``channels=`` still wins).
-
-        Args:
-            channels: band names of one :mod:`geovit.channels` table (``["S2_B02", "S2_B03"]``), a preset
-                (``"sentinel2"``), absolute ids, or None to unbind.
-
-        Returns:
-            The bound ids (also ``config["default_channels"]``), or None.
-
-        Raises:
-            GeovitError: unknown names, repeated ids or ids outside the channel table.
-        """
-        ids = self.patch_embed.bind_channels(channels)
-        self.config["default_channels"] = ids
-        return ids
-
-    @property
-    def default_channels(self) -> list[int] | None:
-        """The bound input channel ids (see :meth:`bind_channels`), or None."""
-        return self.config.get("default_channels")
-
     def sample_channels(self, k: int) -> list[int]:
         """HCS draw (§3.2): m ~ U{1..k}, then a random m-combination in random order (positions)."""
         m = self.hcs_rng.randint(1, k)

@@ -40,6 +40,36 @@ class ChannelIds(NamedTuple):
     valid: Tensor | None
 
 
+class BoundChannelsMixin:
+    """``bind_channels`` / ``default_channels`` of the multi-channel families (ChannelViT, ChA-MAEViT).
+
+    The family keeps a :class:`PatchEmbedPerChannel` as ``self.patch_embed`` and its settings in
+    ``self.config``; the bound ids live in both, so they are saved with converted files.
+    """
+
+    def bind_channels(self, channels: Any) -> list[int] | None:
+        """Bind the input bands: ``model(x)`` then uses these ids (an explicit ``channels=`` still wins).
+
+        Args:
+            channels: band names of one :mod:`geovit.channels` table (``["S2_B02", "S2_B03"]``), a preset
+                (``"sentinel2"``), absolute ids, or None to unbind.
+
+        Returns:
+            The bound ids (also ``config["default_channels"]``), or None.
+
+        Raises:
+            GeovitError: unknown names, repeated ids or ids outside the channel table.
+        """
+        ids = self.patch_embed.bind_channels(channels)
+        self.config["default_channels"] = ids
+        return ids
+
+    @property
+    def default_channels(self) -> list[int] | None:
+        """The bound input channel ids (see :meth:`bind_channels`), or None."""
+        return self.config.get("default_channels")
+
+
 class PatchEmbedPerChannel(nn.Module):
     """Shared per-channel patch projection plus one learned embedding per channel id.
 

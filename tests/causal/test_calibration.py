@@ -114,7 +114,7 @@ def test_one_sided_p_values_and_errors():
         test_calibration(dr_scores=GAMMA, tau_hat=np.ones(8))
     with pytest.raises(GeovitError, match="not both"):
         test_calibration(dr_scores=GAMMA, tau_hat=TAU, Y=GAMMA)
-    with pytest.raises(GeovitError, match=r"`tau_hat` has 3 values, expected 8"):
+    with pytest.raises(GeovitError, match=r"`tau_hat` has 3 values but `dr_scores` has 8 units"):
         test_calibration(dr_scores=GAMMA, tau_hat=TAU[:3])
     with pytest.raises(GeovitError, match="not fitted"):
         test_calibration(MultiScaleCATE())
