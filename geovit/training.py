@@ -142,7 +142,8 @@ def quiet_lightning() -> None:
                     r".*your dataloader is not resumable.*",
                     r".*smaller than the logging interval.*",
                     r".*does not have many workers.*",
-                    r".*Checkpoint directory .* exists and is not empty.*"):
+                    r".*Checkpoint directory .* exists and is not empty.*",
+                    r".*You passed in a `val_dataloader` but have no `validation_step`.*"):
         warnings.filterwarnings("ignore", message=message)
 
 
