@@ -289,7 +289,7 @@ class TrainerConfig(Config):
         if out.exists() and not out.is_dir():
             raise ConfigError("out", self.out, "a folder (this path is an existing file)")
         devices = str(self.devices)
-        if not _DEVICES.match(devices) or devices.strip(",") in ("0",) or re.fullmatch(r"0+", devices):
+        if not _DEVICES.match(devices) or re.fullmatch(r"0+", devices):
             raise ConfigError("devices", self.devices, "a count ≥ 1 (e.g. 2), 'auto', -1 (every GPU), "
                                                        "or a comma list of indices (e.g. 0,1)")
         if self.accelerator in ("gpu", "cuda"):
@@ -343,7 +343,7 @@ class ClassifyConfig(TrainerConfig):
 
 @dataclass
 class DemoConfig(ClassifyConfig):
-    """``geovit demo``: a small ChannelViT-T/16 + HCS run on synthetic So2Sat (about 2.5 minutes on 2 cores)."""
+    """``geovit demo``: ChannelViT-T/16 with and without HCS on synthetic So2Sat (a few minutes on 2 cores)."""
 
     command: typing.ClassVar[str] = "demo"
     out: str = option("runs/demo", "output folder")
@@ -387,7 +387,7 @@ class PretrainConfig(TrainerConfig):
     synthetic_samples: typing.Optional[int] = option(None, "size of the synthetic set written without data", minimum=1)
     plot_samples: int = option(2, "samples in the per-epoch reconstruction plot", minimum=0)
     recipe: str = option("auto", "defaults: paper (ChA-MAEViT-S/8, batch 128, the whole set); cpu (sized for a "
-                         "machine without a GPU, see CPU_RECIPE); auto: cpu when no GPU is used, else paper",
+                         "machine without a GPU, see CPU_RECIPE); auto: cpu when no CUDA GPU is used, else paper",
                          choices=("auto", "paper", "cpu"))
 
     #: the defaults ``recipe`` ``cpu`` puts in place of the paper's (settings given explicitly win):

@@ -141,11 +141,10 @@ def run_probe(args: argparse.Namespace) -> dict:
     from torch.utils.data import DataLoader, Subset
 
     from geovit._io import atomic_write_text
-    from geovit.channels import TABLES
     from geovit.data.collate import pad_channels_collate
     from geovit.data.registry import get_dataset, resolve_data
     from geovit.tasks.pretraining import load_pretrained
-    from geovit.tasks.probe import extract_features, knn_probe, linear_probe, partial_sets, plot_probe
+    from geovit.tasks.probe import partial_sets, plot_probe, probe_channel_sets, random_init_like
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, hp = load_pretrained(args.checkpoint, map_location=device)
@@ -154,7 +153,10 @@ def run_probe(args: argparse.Namespace) -> dict:
     if hp.get("channel_table") != table:
         raise GeovitError(f"--dataset {dataset}: uses channel table {table!r}, but {args.checkpoint} was pretrained "
                           f"on table {hp.get('channel_table')!r}")
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "probe"
+    if args.random_init:  # the baseline that shows what pretraining adds
+        model = random_init_like(model, seed=args.seed)
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / (
+        "probe_random_init" if args.random_init else "probe")
     if args.data is None and hp.get("data_root") and Path(hp["data_root"]).exists():
         root, synthetic = Path(hp["data_root"]), bool(hp.get("synthetic"))
     elif args.data is None and hp.get("data_root") and not hp.get("synthetic"):
@@ -180,23 +182,17 @@ def run_probe(args: argparse.Namespace) -> dict:
             ds = Subset(ds, sorted(idx.tolist()))
         loaders[split] = DataLoader(ds, batch_size=args.batch_size, shuffle=False, collate_fn=pad_channels_collate)
     sets = partial_sets(sel.ids, table, args.subsets) if dataset != "chammi" else [("full", tuple(sel.ids))]
-    rows, chance = [], None
-    for name, ids in sets:
-        keep = None if name == "full" else ids
-        tr = extract_features(model, loaders[train_split], keep, device, desc=f"{name}: {train_split}")
-        te = extract_features(model, loaders[eval_split], keep, device, desc=f"{name}: {eval_split}")
-        chance = float(np.mean(te[1] == np.bincount(tr[1]).argmax()))
-        for method, result in (("linear", linear_probe(*tr, *te, seed=args.seed)), (f"knn{args.k}", knn_probe(*tr, *te, k=args.k))):
-            rows.append({"channel_set": name, "num_channels": len(ids),
-                         "channels": ",".join(TABLES[table][i] for i in ids), "method": method,
-                         "train_samples": len(tr[1]), "eval_samples": len(te[1]), **result})
-        say(f"probe [{name}, {len(ids)} ch]: linear {rows[-2]['accuracy']:.3f}, kNN {rows[-1]['accuracy']:.3f}", synthetic)
+    rows = probe_channel_sets(model, loaders[train_split], loaders[eval_split], sets, table, k=args.k,
+                              seed=args.seed, device=device, log=lambda m: say(m, synthetic))
+    chance = rows[-1]["chance"] if rows else None
     df = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "probe.csv", df.to_csv(index=False))
-    title = f"{'SYNTHETIC data · ' if synthetic else ''}frozen ChA-MAEViT on {dataset} ({train_split} → {eval_split})"
+    which = "random-init" if args.random_init else "frozen"
+    title = f"{'SYNTHETIC data · ' if synthetic else ''}{which} ChA-MAEViT on {dataset} ({train_split} → {eval_split})"
     plot_probe(df, out / "probe.png", title, chance=chance)
-    summary = {"checkpoint": str(args.checkpoint), "dataset": dataset, "synthetic": synthetic, "chance": chance,
+    summary = {"checkpoint": str(args.checkpoint), "random_init": bool(args.random_init), "dataset": dataset,
+               "synthetic": synthetic, "chance": chance,
                "train_split": train_split, "eval_split": eval_split, "results": rows}
     atomic_write_text(out / "probe.json", json.dumps(summary, indent=2) + "\n")
     say(f"wrote {out / 'probe.csv'} and {out / 'probe.png'}", synthetic)
@@ -227,4 +223,7 @@ def add_commands(sub) -> None:
     q.add_argument("--batch-size", type=positive_int, default=256)
     q.add_argument("--max-samples", type=positive_int, default=None, help="cap on samples per split (quick looks)")
     q.add_argument("--seed", type=bounded(int, 0), default=0)
+    q.add_argument("--random-init", action="store_true",
+                   help="probe the checkpoint's architecture with fresh random weights (seeded by --seed): "
+                        "the baseline that shows what pretraining adds")
     q.set_defaults(func=_probe)

@@ -51,7 +51,10 @@ class DatasetInfo:
         datamodule: ``"module:Class"`` of its LightningDataModule.
         synthetic: ``"module:function"`` of the writer
             ``write(root, *, num_samples=None, seed=0, **options) -> Path`` that writes a small
-            synthetic set in the real on-disk format and returns its root.
+            synthetic set in the real on-disk format and returns its root. A writer whose
+            module has a ``marker_defaults`` dict (e.g. the name and version of its default
+            generator) gets those entries recorded in the marker too, so a folder written by an
+            older generator is written again.
         channel_table: key of ``geovit.channels.TABLES`` the channel ids index, or ``None``.
         splits: the dataset class's names of the (train, validation, test) splits.
         description: one line for listings and messages.
@@ -208,8 +211,8 @@ def resolve_data(name: str, data: str | os.PathLike | None, out: str | os.PathLi
     """The dataset root to train on: ``data`` when given, else a synthetic set written once.
 
     Without ``data``, the registered writer of ``name`` fills ``out/synthetic_data/<name>``,
-    and a marker file (:data:`MARKER`, JSON ``{dataset, num_samples, seed, **synth_kwargs}``) is
-    written last. A later call with the same arguments reuses the folder; a call whose marker
+    and a marker file (:data:`MARKER`, JSON ``{dataset, num_samples, seed, **defaults,
+    **synth_kwargs}``, with ``defaults`` the writer module's ``marker_defaults``) is written last. A later call with the same arguments reuses the folder; a call whose marker
     differs (other seed, size or options) or is missing (an interrupted write) writes the set
     again. The set is written into a temporary sibling folder and then put in place, so the
     folder never mixes files of two settings. That folder belongs to geovit: it is replaced whole.
@@ -246,8 +249,10 @@ def resolve_data(name: str, data: str | os.PathLike | None, out: str | os.PathLi
                               f"({info.description})")
         return root, False
     root = Path(out) / "synthetic_data" / name
+    defaults = _marker_defaults(info)
     try:
-        wanted = json.loads(json.dumps({"dataset": name, "num_samples": num_samples, "seed": seed, **synth_kwargs}))
+        wanted = json.loads(json.dumps({"dataset": name, "num_samples": num_samples, "seed": seed, **defaults,
+                                        **synth_kwargs}))
     except (TypeError, ValueError) as err:
         raise GeovitError(f"resolve_data({name!r}): synthetic-data options {synth_kwargs!r} are not "
                           f"JSON-serialisable ({err}); expected numbers, strings, lists or dicts") from None
@@ -256,6 +261,13 @@ def resolve_data(name: str, data: str | os.PathLike | None, out: str | os.PathLi
         _write_once(info, root, wanted, num_samples=num_samples, seed=seed, **synth_kwargs)
     log(f"{SYNTHETIC_BANNER} using synthetic {name}-format data in {root} (not the real release)")
     return root, True
+
+
+def _marker_defaults(info: DatasetInfo) -> dict[str, Any]:
+    """The ``marker_defaults`` of the writer's module (``{}`` when it has none)."""
+    module = importlib.import_module(info.synthetic.partition(":")[0]) if info.synthetic else None
+    defaults = getattr(module, "marker_defaults", None)
+    return dict(defaults) if isinstance(defaults, dict) else {}
 
 
 def _write_once(info: DatasetInfo, root: Path, wanted: dict, **kwargs: Any) -> None:
@@ -280,8 +292,8 @@ def _write_once(info: DatasetInfo, root: Path, wanted: dict, **kwargs: Any) -> N
 # -- geovit's datasets ---------------------------------------------------------------------------
 _DM = "geovit.data.datamodules"
 for _info in (
-    DatasetInfo("so2sat", "geovit.data.so2sat:So2Sat", f"{_DM}:So2SatDataModule", "geovit.data.so2sat:write_synthetic",
-                "so2sat", ("train", "validation", "test"),
+    DatasetInfo("so2sat", "geovit.data.so2sat:So2Sat", f"{_DM}:So2SatDataModule",
+                "geovit.data.so2sat_synthetic:write_synthetic", "so2sat", ("train", "validation", "test"),
                 "So2Sat LCZ42: Sentinel-1/2 32x32 patches, 17 local climate zones"),
     DatasetInfo("jumpcp", "geovit.data.jumpcp:JUMPCP", f"{_DM}:JUMPCPDataModule", "geovit.data.jumpcp:write_synthetic",
                 "jumpcp", ("train", "valid", "test"),

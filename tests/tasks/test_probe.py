@@ -102,3 +102,22 @@ def test_probe_bad_input_exits_2(checkpoint, tmp_path, run_cli):
     assert code == 2 and "holds a 'changevit' model, but a 'chamaevit' checkpoint was expected" in err
     code, _, err = run_cli("probe", tmp_path / "missing.ckpt", "--out", tmp_path)
     assert code == 2 and "file not found" in err
+
+
+def test_probe_random_init_is_the_same_architecture_with_fresh_weights(checkpoint, tmp_path, run_cli):
+    import json
+
+    path, data, model = checkpoint
+    code, _, err = run_cli("probe", path, "--data", data, "--out", tmp_path / "pre", "--k", "3")
+    assert code == 0, err
+    code, _, err = run_cli("probe", path, "--data", data, "--out", tmp_path / "rand", "--k", "3", "--random-init")
+    assert code == 0, err
+    pre, rand = (json.loads((tmp_path / d / "probe.json").read_text()) for d in ("pre", "rand"))
+    assert pre["random_init"] is False and rand["random_init"] is True
+    from geovit.tasks.probe import random_init_like
+
+    fresh = random_init_like(model, seed=0)
+    assert fresh.config == model.config
+    same = random_init_like(model, seed=0).state_dict()
+    assert all(torch.equal(v, same[k]) for k, v in fresh.state_dict().items())  # seeded
+    assert not all(torch.equal(v, model.state_dict()[k]) for k, v in fresh.state_dict().items())
