@@ -20,10 +20,7 @@ import pytest
 import torch
 from torchgeo_layout import write_torchgeo_layout
 
-REPO = Path(__file__).resolve().parents[1]
-CONFORMANCE = REPO / "tests" / "data" / "conformance"
-SHARED = Path(os.environ.get("GEOVIT_SHARED", REPO.parent / "shared"))
-SHARED_TORCHGEO = SHARED / "fixtures" / "torchgeo"
+from repo_paths import CONFORMANCE, REPO, SHARED, SHARED_TORCHGEO  # noqa: F401  (re-exported)
 
 # Keep the suite quick and reproducible on 2 cores.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

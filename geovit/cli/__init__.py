@@ -9,7 +9,9 @@ message without a traceback and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import os
 import sys
 
@@ -22,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geovit.cli.classify",   # train, evaluate, demo
     "geovit.cli.pretrain",   # pretrain, probe
     "geovit.cli.change",     # change {train,evaluate,predict}
+    "geovit.cli.predict",    # predict (class map of a scene)
+    "geovit.cli.embed",      # embed (features of a split or a scene, zarr)
     "geovit.cli.data",       # data {synth,stats}
     "geovit.cli.convert",    # convert
 )
@@ -60,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geovit {args.command}: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `geovit data stats ... | head`: the reader left; stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):  # stdout may have no descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # what a shell reports for a writer ended by SIGPIPE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

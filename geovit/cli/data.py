@@ -20,6 +20,8 @@ class _RegisteredNames:
     """
 
     def __contains__(self, name: object) -> bool:
+        if name == "scene":
+            return True
         from geovit.data.registry import get_dataset
         from geovit.errors import GeovitError
 
@@ -32,7 +34,7 @@ class _RegisteredNames:
     def __iter__(self):
         from geovit.data.registry import list_datasets
 
-        return iter(list_datasets())
+        return iter([*list_datasets(), "scene"])
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -42,6 +44,15 @@ def _synth(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise GeovitError(f"OUT_DIR {out}: is an existing file; expected a folder (new or existing)")
+    if args.name == "scene":
+        from geovit.geo.synthetic import write_synthetic_scene
+
+        scene = write_synthetic_scene(out, height=args.height, width=args.width, window=args.window,
+                                      seed=args.seed, dataset_seed=args.dataset_seed, clouds=args.clouds,
+                                      cloud_cover=args.cloud_cover, s1_gap=args.s1_gap)
+        print(f"wrote a SYNTHETIC scene (not real imagery) to {scene.root}: {scene.s2.name} (Sentinel-2, 10 bands), "
+              f"{scene.s1.name} (Sentinel-1, 8 bands), {scene.cloud_mask.name}, {scene.truth.name}, {scene.meta.name}")
+        return 0
     if args.num_samples is not None and args.num_samples < 1:
         raise GeovitError(f"--num-samples {args.num_samples}: expected an integer ≥ 1")
     write = get_dataset(args.name).load("synthetic")
@@ -65,10 +76,19 @@ def add_commands(sub) -> None:
     p = sub.add_parser("data", help="synthetic data sets and dataset statistics")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     s = dsub.add_parser("synth", help="write a small synthetic data set in the real on-disk format")
-    s.add_argument("name", metavar="NAME", choices=_RegisteredNames(), help="registered dataset: %(choices)s")
+    s.add_argument("name", metavar="NAME", choices=_RegisteredNames(), help="registered dataset, or scene: %(choices)s")
     s.add_argument("out_dir")
     s.add_argument("--num-samples", type=positive_int, default=None, help="size (dataset-specific default)")
     s.add_argument("--seed", type=bounded(int, 0), default=0)
+    g = s.add_argument_group("scene (NAME = scene: two co-registered GeoTIFF stacks with clouds, for geovit predict)")
+    g.add_argument("--height", type=bounded(int, 1), default=512, help="scene height in pixels")
+    g.add_argument("--width", type=bounded(int, 1), default=None, help="scene width in pixels (default: height)")
+    g.add_argument("--window", type=bounded(int, 1), default=32, help="side of the class windows (So2Sat: 32)")
+    g.add_argument("--dataset-seed", type=bounded(int, 0), default=0,
+                   help="seed of the synthetic So2Sat set whose classes the scene uses (geovit train's --seed)")
+    g.add_argument("--clouds", choices=("blobs", "half", "none"), default="blobs")
+    g.add_argument("--cloud-cover", type=bounded(float, 0, 1), default=0.3, help="share of the scene under clouds (blobs)")
+    g.add_argument("--s1-gap", type=bounded(float, 0, 1), default=0.15, help="share of the scene outside the SAR swath")
     s.set_defaults(func=_synth)
     t = dsub.add_parser("stats", help="per-band mean/std of a So2Sat split (for normalisation)")
     t.add_argument("root")

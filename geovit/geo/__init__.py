@@ -1,17 +1,33 @@
 """Georeferenced raster I/O: windowed reads, CRS-preserving outputs (rasterio).
 
-* :func:`geovit.geo.sliding_window.predict_change_raster` — sliding-window change prediction of
-  two co-registered rasters of any size, memory flat in raster size, GeoTIFF + PNG outputs.
+* :mod:`geovit.geo.sliding_window` — :func:`~geovit.geo.sliding_window.predict_change_raster`
+  (sliding-window change prediction of two co-registered rasters of any size, memory flat in
+  raster size, GeoTIFF + PNG outputs) and the helpers every raster reader here shares
+  (opening, grid checks, warping onto a grid, window grids, progress).
+* :mod:`geovit.geo.scene` — :class:`~geovit.geo.scene.Scene` (multi-sensor rasters on one grid,
+  bands named by a channel table, masks) and :class:`~geovit.geo.scene.WindowPlan` (the window
+  grid, per-window channel availability, chunks of bounded memory).
+* :mod:`geovit.geo.outputs` — Cloud-Optimized GeoTIFF and zarr writers, map previews.
+* :mod:`geovit.geo.synthetic` — :func:`~geovit.geo.synthetic.write_synthetic_scene`, a SYNTHETIC
+  Sentinel-2 + Sentinel-1 scene with clouds and a SAR swath gap.
 """
 from __future__ import annotations
 
+_EXPORTS = {
+    "predict_change_raster": "geovit.geo.sliding_window",
+    "ramp_weights": "geovit.geo.sliding_window",
+    "Scene": "geovit.geo.scene",
+    "WindowPlan": "geovit.geo.scene",
+    "write_synthetic_scene": "geovit.geo.synthetic",
+}
+
 
 def __getattr__(name: str):
-    if name in ("predict_change_raster", "ramp_weights"):
-        from geovit.geo import sliding_window
+    if name in _EXPORTS:
+        import importlib
 
-        return getattr(sliding_window, name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'geovit.geo' has no attribute {name!r}")
 
 
-__all__ = ["predict_change_raster", "ramp_weights"]
+__all__ = sorted(_EXPORTS)

@@ -14,6 +14,10 @@ Outputs (all written to temporary files and renamed at the end, so a failure lea
 * ``out``: uint8 change map, 1 = change, 0 = no change, 255 = nodata (either input masked);
 * ``prob_out`` (optional): float32 change probability, NaN where nodata;
 * ``overlay`` (optional): PNG of the *after* image (decimated to <= 2048 px) with change in red.
+
+The module also holds the raster helpers the other readers of :mod:`geovit.geo` share:
+:func:`open_raster`, :func:`grid_problems`, :func:`bounds_overlap`, :func:`warp_onto` (with
+:func:`alpha_band`), :func:`window_grid` and :class:`Progress`.
 """
 from __future__ import annotations
 
@@ -47,10 +51,22 @@ def ramp_weights(tile: int, overlap: int) -> torch.Tensor:
     return w1[:, None] * w1[None, :]
 
 
-def _open(path: Path):
+def open_raster(path: str | os.PathLike):
+    """Open a raster with rasterio, as a :class:`DataError` naming the file when that fails.
+
+    Args:
+        path: the raster file (GeoTIFF, PNG, VRT, ... anything GDAL reads).
+
+    Returns:
+        The open ``rasterio`` dataset (close it, or use it as a context manager).
+
+    Raises:
+        DataError: the file does not exist or GDAL cannot read it.
+    """
     import rasterio
 
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         raise DataError(f"{path}: raster not found")
     try:
         with warnings.catch_warnings():
@@ -76,15 +92,140 @@ def _check_bands(ds, path: Path, bands: Sequence[int] | None, scale: float | Non
     return bands
 
 
-def _check_geometry(b, a) -> list[str]:
+def grid_problems(ref, other) -> list[str]:
+    """How the pixel grid of ``other`` differs from ``ref`` (CRS, shape, transform); empty when equal.
+
+    Args:
+        ref: a rasterio dataset (or anything with ``crs``, ``height``, ``width``, ``transform``).
+        other: the same for the second raster.
+
+    Returns:
+        One short description per difference, e.g. ``"CRS EPSG:32615 vs EPSG:4326"``.
+    """
     problems = []
-    if b.crs != a.crs:
-        problems.append(f"CRS {b.crs} vs {a.crs}")
-    if (b.height, b.width) != (a.height, a.width):
-        problems.append(f"shape {b.width}x{b.height} vs {a.width}x{a.height}")
-    if not b.transform.almost_equals(a.transform):
-        problems.append(f"transform {tuple(b.transform)[:6]} vs {tuple(a.transform)[:6]}")
+    if ref.crs != other.crs:
+        problems.append(f"CRS {ref.crs} vs {other.crs}")
+    if (ref.height, ref.width) != (other.height, other.width):
+        problems.append(f"shape {ref.width}x{ref.height} vs {other.width}x{other.height}")
+    if not ref.transform.almost_equals(other.transform):
+        problems.append(f"transform {tuple(ref.transform)[:6]} vs {tuple(other.transform)[:6]}")
     return problems
+
+
+def warp_onto(ds, ref, resampling: str = "bilinear"):
+    """A ``WarpedVRT`` of ``ds`` on the pixel grid of ``ref`` (pixels outside ``ds`` are masked).
+
+    The VRT carries an alpha band, so ``read_masks`` reports pixels that fall outside ``ds``
+    (and source nodata) as invalid.
+
+    Args:
+        ds: the rasterio dataset to warp.
+        ref: the dataset whose CRS, transform and shape the result takes.
+        resampling: a ``rasterio.enums.Resampling`` name (``"nearest"`` for masks and classes).
+
+    Returns:
+        The open ``WarpedVRT`` (close it before ``ds``).
+
+    Raises:
+        DataError: either raster has no CRS.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    if ds.crs is None or ref.crs is None:
+        missing = ref.name if ref.crs is None else ds.name
+        raise DataError(f"--reproject needs a CRS on both rasters; {missing} has none")
+    return WarpedVRT(ds, crs=ref.crs, transform=ref.transform, width=ref.width, height=ref.height,
+                     resampling=Resampling[resampling], add_alpha=True)
+
+
+def bounds_overlap(ref, other) -> bool:
+    """Whether the footprint of ``other`` (reprojected to the CRS of ``ref``) intersects ``ref``.
+
+    Rasters without a CRS are compared in pixel coordinates of their transforms.
+    """
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = other.bounds
+    if ref.crs is not None and other.crs is not None and ref.crs != other.crs:
+        left, bottom, right, top = transform_bounds(other.crs, ref.crs, left, bottom, right, top, densify_pts=21)
+    r_left, r_bottom, r_right, r_top = ref.bounds
+    lo_x, hi_x = max(min(left, right), min(r_left, r_right)), min(max(left, right), max(r_left, r_right))
+    lo_y, hi_y = max(min(bottom, top), min(r_bottom, r_top)), min(max(bottom, top), max(r_bottom, r_top))
+    return hi_x > lo_x and hi_y > lo_y
+
+
+def window_grid(size: int, window: int, stride: int) -> tuple[int, int]:
+    """Number of windows along one axis and the padding past the raster edge of the last one.
+
+    Windows start at ``0, stride, 2·stride, ...``; the grid is regular (unlike
+    :func:`~geovit.data.change_transforms.tile_origins`, whose last tile is shifted back to end
+    at the edge) so that it can be written as a raster. The last window may reach past the edge:
+    those pixels are read as nodata. A raster smaller than one window holds one window.
+
+    Args:
+        size: raster height or width in pixels.
+        window: window side.
+        stride: step between window origins.
+
+    Returns:
+        ``(count, overhang)``: windows along the axis, pixels of the last one outside the raster.
+
+    Raises:
+        GeovitError: ``window`` or ``stride`` not positive.
+
+    >>> window_grid(100, 32, 32)
+    (4, 28)
+    >>> window_grid(96, 32, 16)
+    (5, 0)
+    """
+    if window <= 0 or stride <= 0:
+        raise GeovitError(f"window={window}, stride={stride}: both must be positive")
+    count = 1 if size <= window else -(-(size - window) // stride) + 1
+    return count, max(0, (count - 1) * stride + window - size)
+
+
+class Progress:
+    """Progress of a long loop: a tqdm bar on a terminal, plain lines (about every 10 %) otherwise.
+
+    Args:
+        total: number of steps.
+        desc: label of the bar / lines.
+        unit: unit of the steps.
+        enabled: ``False`` prints nothing; ``None`` (default): a bar when stderr is a terminal,
+            lines otherwise.
+        stream: where the lines go (default ``sys.stderr``).
+    """
+
+    def __init__(self, total: int, desc: str, unit: str = "window", enabled: bool | None = None, stream=None):
+        import sys
+
+        self.total, self.desc, self.unit, self.done = int(total), desc, unit, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled is not False
+        self.t0, self._next = time.perf_counter(), 0.1
+        self.bar = None
+        if self.enabled and enabled is None and getattr(self.stream, "isatty", lambda: False)():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream)
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more steps done."""
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.enabled and self.total and self.done / self.total >= self._next - 1e-12:
+            rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit}s ({100 * self.done / self.total:.0f} %, "
+                  f"{rate:.1f} {self.unit}s/s)", file=self.stream, flush=True)
+            while self._next <= self.done / self.total + 1e-12:
+                self._next += 0.1
+
+    def close(self) -> None:
+        """Finish the bar."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _read(ds, bands, y: int, x: int, h: int, w: int, scale: float | None) -> np.ndarray:
@@ -94,13 +235,29 @@ def _read(ds, bands, y: int, x: int, h: int, w: int, scale: float | None) -> np.
     out = np.zeros((3, h, w), np.float32)
     hh, ww = min(h, ds.height - y), min(w, ds.width - x)
     out[:, :hh, :ww] = ds.read(list(bands), window=Window(x, y, ww, hh), out_dtype="float32")
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # such pixels are nodata (see _valid)
     return out * scale if scale is not None else out
+
+
+def alpha_band(ds) -> int | None:
+    """The alpha band that :func:`warp_onto` added to ``ds`` (a ``WarpedVRT``), else None.
+
+    GDAL does not always derive the band masks of a warped VRT from its alpha band (it does for
+    RGB + alpha, not for other band counts), so readers check the alpha band themselves.
+    """
+    src = getattr(ds, "src_dataset", None)
+    return ds.count if src is not None and ds.count == src.count + 1 else None
 
 
 def _valid(ds, bands, y: int, x: int, h: int, w: int) -> np.ndarray:
     from rasterio.windows import Window
 
-    return (ds.read_masks(list(bands), window=Window(x, y, w, h)) > 0).all(axis=0)
+    win = Window(x, y, w, h)
+    valid = (ds.read_masks(list(bands), window=win) > 0).all(axis=0)
+    if any(np.dtype(ds.dtypes[b - 1]).kind == "f" for b in bands):  # NaN is nodata, declared or not
+        valid &= np.isfinite(ds.read(list(bands), window=win)).all(axis=0)
+    alpha = alpha_band(ds)
+    return valid if alpha is None else valid & (ds.read(alpha, window=win) > 0)
 
 
 def _column_blocks(width: int, xs: list[int], tile: int, block_width: int) -> list[tuple[int, int, list[int]]]:
@@ -180,24 +337,18 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
         # GDAL's block cache defaults to 5 % of RAM and fills with every block read or written:
         # cap it, or resident memory grows with raster size up to that limit.
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20))
-        b = stack.enter_context(_open(before))
-        a = stack.enter_context(_open(after))
+        b = stack.enter_context(open_raster(before))
+        a = stack.enter_context(open_raster(after))
         bands_b = _check_bands(b, before, bands, scale)
         bands_a = _check_bands(a, after, bands, scale)
-        problems = _check_geometry(b, a)
+        problems = grid_problems(b, a)
         if problems and not reproject:
             raise DataError(f"{before} and {after} are not on the same grid ({'; '.join(problems)}); "
                             "both rasters must share CRS, transform and shape, or pass --reproject to warp "
                             f"{after.name} onto the grid of {before.name}")
         if problems:
-            if a.crs is None or b.crs is None:
-                raise DataError(f"--reproject needs a CRS on both rasters; {before if b.crs is None else after} has none")
-            from rasterio.vrt import WarpedVRT
-            from rasterio.enums import Resampling
-
             # the alpha band masks pixels outside the warped raster (reported as nodata)
-            a = stack.enter_context(WarpedVRT(a, crs=b.crs, transform=b.transform, width=b.width, height=b.height,
-                                              resampling=Resampling.bilinear, add_alpha=True))
+            a = stack.enter_context(warp_onto(a, b, "bilinear"))
         height, width = b.height, b.width
         stride = tile - overlap
         th, ys = _axis(height, tile, stride, pad, "height", before)
@@ -226,9 +377,7 @@ def predict_change_raster(predict_fn: PredictFn, before: str | os.PathLike, afte
             rows.add([outputs[kind] for _, kind in writers])
             return int((change == 1).sum())
 
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_tiles, desc="predict", unit="tile", disable=not progress)
+        bar = Progress(n_tiles, "predict", unit="tile", enabled=None if progress else False)
         changed, t0 = 0, time.perf_counter()
         for c0, c1, bx in blocks:
             x_lo, x_hi = bx[0], max(bx[-1] + tw, c1)

@@ -47,13 +47,15 @@ COMMANDS = {
                        "--out", "{tmp}/map.tif"],
     "pdes rollout": ["pdes", "rollout", "{ckpt}", "--data", "{tmp}", "--out", "{tmp}/roll"],
     "convert": ["convert", "channelvit", "{ckpt}", "{tmp}/out.safetensors"],
+    "predict": ["predict", "{ckpt}", "--raster", "{tmp}/a.tif", "--out", "{tmp}/map.tif"],
+    "embed": ["embed", "{ckpt}", "--raster", "{tmp}/a.tif", "--out", "{tmp}/emb.zarr"],
 }
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_command_refuses_a_code_running_checkpoint(name, crafted, run_cli, tmp_path):
     path, marker = crafted
-    if name == "change predict":  # real rasters, so that the checkpoint is what gets read
+    if name in ("change predict", "predict", "embed"):  # real rasters, so that the checkpoint is what gets read
         import numpy as np
         import rasterio
 

@@ -286,7 +286,7 @@ def test_normalisation_statistics():
 
 # ------------------------------------------------------------------------------ torchgeo-layout generator
 def test_generated_torchgeo_layout_matches_torchgeos_levircd_fixtures(tmp_path):
-    from conftest import SHARED_TORCHGEO
+    from repo_paths import SHARED_TORCHGEO
     from torchgeo_layout import describe, write_torchgeo_layout
 
     splits = ("train", "val", "test")

@@ -245,7 +245,7 @@ def test_bad_arguments(torchgeo_fixtures, kwargs, match):
 
 # -- the torchgeo-layout generator used when torchgeo's own fixtures are absent --------------------
 def test_generated_torchgeo_layout_matches_torchgeos_so2sat_fixtures(tmp_path):
-    from conftest import SHARED_TORCHGEO
+    from repo_paths import SHARED_TORCHGEO
     from torchgeo_layout import describe, write_torchgeo_layout
 
     keys = {"label": ((2, 17), "uint8", "gzip", 9), "sen1": ((2, 32, 32, 8), "uint8", "gzip", 9),

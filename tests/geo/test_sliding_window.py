@@ -166,3 +166,18 @@ def test_failure_mid_prediction_leaves_no_output(tmp_path):
         predict_change_raster(flaky, before, after, tmp_path / "c.tif", tile=16, batch_size=1, prob_out=tmp_path / "p.tif",
                               overlay=tmp_path / "c.png", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_nan_pixels_of_a_float_raster_are_nodata_not_no_change(tmp_path):
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0, 255, (3, 48, 48)).astype(np.float32)
+    b = rng.uniform(0, 255, (3, 48, 48)).astype(np.float32)
+    a[1, 5:9, 7:20] = np.nan  # no declared nodata value: NaN alone marks the gap
+    b[:, 30:, 40:] = np.nan
+    before, after = write_tif(tmp_path / "a.tif", a), write_tif(tmp_path / "b.tif", b)
+    predict_change_raster(pointwise, before, after, tmp_path / "c.tif", tile=32, overlap=8, scale=1.0, progress=False)
+    with rasterio.open(tmp_path / "c.tif") as ds:
+        change = ds.read(1)
+    gap = np.isnan(a).any(0) | np.isnan(b).any(0)
+    assert (change[gap] == 255).all()
+    assert set(np.unique(change[~gap])) <= {0, 1}

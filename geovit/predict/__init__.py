@@ -1,0 +1,43 @@
+"""Apply trained channel-adaptive models to scenes and datasets: maps and embeddings.
+
+* :func:`predict_scene` — class map of one or more co-registered rasters (e.g. a Sentinel-2 and
+  a Sentinel-1 stack) on the window grid, with per-window channel availability (clouds, swath
+  gaps), streaming, Cloud-Optimized GeoTIFF + PNG outputs, sharding over devices;
+* :func:`embed_scene` — embeddings of a scene's window grid in a zarr store;
+* :func:`embed_dataset` — embeddings of a dataset split in a zarr store;
+* :func:`read_embeddings` / :func:`embeddings_at` — open a store; the embedding of the window
+  containing each of a list of points;
+* :func:`load_model` — a ``geovit train`` / ``geovit pretrain`` checkpoint as a
+  :class:`SceneModel` (channel table, trained ids, input size, class names, band statistics).
+
+Example:
+    >>> import tempfile
+    >>> from geovit.predict import predict_scene
+    >>> from geovit.geo.synthetic import write_synthetic_scene
+    >>> scene = write_synthetic_scene(tempfile.mkdtemp(), height=128)   # doctest: +SKIP
+    >>> predict_scene("runs/train/checkpoints/last.ckpt", [scene.s2, scene.s1], "map.tif",
+    ...               masks=[str(scene.cloud_mask)])                      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+_EXPORTS = {
+    "predict_scene": "geovit.predict.scene",
+    "embed_scene": "geovit.predict.scene",
+    "run_chunk": "geovit.predict.scene",
+    "embed_dataset": "geovit.predict.embeddings",
+    "read_embeddings": "geovit.predict.embeddings",
+    "embeddings_at": "geovit.predict.embeddings",
+    "load_model": "geovit.predict.model",
+    "SceneModel": "geovit.predict.model",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'geovit.predict' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

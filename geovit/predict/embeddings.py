@@ -1,0 +1,235 @@
+"""Embeddings of a dataset split, and the reader other packages use for any geovit embedding store.
+
+:func:`embed_dataset` encodes every sample of a split of a registered dataset
+(:mod:`geovit.data.registry`; So2Sat, JUMP-CP, CHAMMI) with a trained model's frozen encoder —
+ChannelViT's CLS feature, ChA-MAEViT's fused feature (the probe feature of
+:mod:`geovit.tasks.probe`) — and writes an ``xarray`` Dataset in a zarr store: ``embedding``
+``(sample, feature)`` with coordinates ``label`` and ``row`` (position in the dataset's files)
+per sample, and ``channels`` ``(sample, slot)``: the channel ids each sample was encoded with (``-1`` pads
+samples with fewer channels).
+
+:func:`read_embeddings` opens a store written by :func:`embed_dataset` or
+:func:`geovit.predict.embed_scene` and checks it; :func:`embeddings_at` returns the embedding
+of the window that contains each of a list of points (e.g. the locations of study units), the
+one call a downstream estimator needs to reuse a scene's embeddings instead of re-encoding.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from geovit.errors import DataError, GeovitError
+from geovit.predict.model import SceneModel, load_model
+
+
+def _datamodule(model: SceneModel, data: str | os.PathLike, batch_size: int, channels: str | None):
+    from geovit.channels import TABLES
+    from geovit.data.registry import get_dataset
+
+    hp = model.hparams
+    dataset = hp.get("dataset") or ("so2sat" if model.channel_table == "so2sat" else None)
+    if dataset is None:
+        raise GeovitError(f"checkpoint {model.checkpoint}: does not say which dataset it was trained on")
+    info = get_dataset(dataset)
+    spec = channels if channels else [TABLES[model.channel_table][i] for i in model.channel_ids]
+    dm_cls = info.load("datamodule")
+    common = dict(batch_size=batch_size, augment=False)
+    if dataset == "so2sat":
+        version = str(hp.get("version", hp.get("so2sat_version", "2")))
+        return dm_cls(data, version=version, bands=spec, **common)
+    return dm_cls(data, channels=spec, image_size=int(hp.get("image_size") or model.window), **common)
+
+
+def embed_dataset(checkpoint: str | os.PathLike | SceneModel, data: str | os.PathLike, split: str,
+                  out: str | os.PathLike, *, batch_size: int = 256, channels: str | None = None,
+                  max_samples: int | None = None, device: str | torch.device | None = None,
+                  progress: bool | None = True) -> dict[str, Any]:
+    """Write the embeddings of every sample of ``split`` to a zarr store (see the module docstring).
+
+    Args:
+        checkpoint: a ``geovit train`` / ``geovit pretrain`` checkpoint (or run folder), or a loaded model.
+        data: the dataset folder (the dataset is the one the checkpoint was trained on).
+        split: a split name of that dataset (So2Sat: ``train``, ``validation``, ``test``).
+        out: the zarr store to write (replaced atomically when it exists).
+        batch_size: samples per model call.
+        channels: channel set to encode with (preset or comma list; default the trained channels).
+        max_samples: encode only the first ``max_samples`` samples.
+        device: default cuda when present, else cpu.
+        progress: as :func:`geovit.predict.predict_scene`.
+
+    Returns:
+        ``{"samples", "dim", "seconds", "outputs": {"embeddings": path}}``.
+
+    Raises:
+        GeovitError: an unknown split, channels the model was not trained on, a bad checkpoint.
+    """
+    import time
+
+    from torch.utils.data import DataLoader, Subset
+
+    from geovit.data.collate import pad_channels_collate
+    from geovit.geo.outputs import ZarrStore
+    from geovit.geo.sliding_window import Progress
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = checkpoint if isinstance(checkpoint, SceneModel) else load_model(checkpoint, classifier=False,
+                                                                             map_location=device)
+    model.to(device)
+    dm = _datamodule(model, data, batch_size, channels)
+    unseen = sorted(set(dm.selection.ids) - set(model.channel_ids))
+    if unseen:
+        raise GeovitError(f"--channels {channels}: the model was not trained on channel ids {unseen} "
+                          f"(it knows {list(model.channel_ids)})")
+    if split not in dm.splits:
+        raise GeovitError(f"--split {split}: expected one of {', '.join(dm.splits)} for {dm.dataset_name}")
+    ds = dm.build_dataset(split, train=False)
+    rows = np.asarray(getattr(ds, "rows", np.arange(len(ds))))
+    if max_samples is not None and max_samples < len(ds):
+        ds, rows = Subset(ds, range(max_samples)), rows[:max_samples]
+    n = len(ds)
+    if n == 0:
+        raise DataError(f"{data}: split {split} holds no samples")
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=pad_channels_collate)
+    t0 = time.perf_counter()
+    first = next(iter(DataLoader(Subset(ds, [0]), batch_size=1, collate_fn=pad_channels_collate)))
+    dim = int(model.features(first["image"].to(device), first["channels"][0].to(device)).shape[1])
+    slots = len(model.channel_ids) if channels is None else len(dm.selection.ids)
+    from geovit.channels import TABLES
+
+    attrs = {"kind": "dataset split", "dataset": dm.dataset_name, "split": split, "data": Path(data).name,
+             "model_family": model.family, "checkpoint": Path(model.checkpoint).name,
+             "channel_table": model.channel_table, "feature": "cls" if model.family == "channelvit" else "fused",
+             "channel_names": list(TABLES[model.channel_table])}
+    store = ZarrStore(out, {"sample": ("sample", np.arange(n)), "feature": ("feature", np.arange(dim)),
+                            "slot": ("slot", np.arange(slots))}, attrs)
+    try:
+        chunk = max(1, min(n, 2**22 // max(1, dim)))
+        # CF 'coordinates': xarray reads label and row as coordinates of the samples
+        store.create("embedding", ("sample", "feature"), (n, dim), (chunk, dim), "float32", float("nan"),
+                     attrs={"coordinates": "label row"})
+        # integer variables carry no fill value, so xarray reads them as integers (not masked floats)
+        store.create("label", ("sample",), (n,), (min(n, 2**20),), "int64", None)
+        store.create("row", ("sample",), (n,), (min(n, 2**20),), "int64", None)
+        store.create("channels", ("sample", "slot"), (n, slots), (min(n, 2**18), slots), "int64", None)
+        bar = Progress(n, "embed", unit="sample", enabled=False if progress is False else None)
+        i = 0
+        for batch in loader:
+            x, ids, mask = batch["image"].to(device), batch["channels"], batch.get("channel_mask")
+            b = x.shape[0]
+            if mask is None or bool(mask.all()):
+                shared = (ids == ids[0]).all()
+                if bool(shared):
+                    f = model.features(x, ids[0].to(device))
+                else:
+                    f = model.features(x, ids.to(device))
+            else:
+                if model.family != "chamaevit":
+                    raise GeovitError("samples with different channel counts need a ChA-MAEViT (channel_mask); "
+                                      "ChannelViT batches share one channel count")
+                f = model.module.forward_features(x, channels=ids.to(device), channel_mask=mask.to(device))
+            sl = slice(i, i + b)
+            store.write("embedding", (sl,), f.float().cpu().numpy())
+            store.write("label", (sl,), np.asarray(batch["label"]).astype(np.int64))
+            store.write("row", (sl,), rows[i:i + b].astype(np.int64))
+            padded = np.full((b, slots), -1, np.int64)
+            ch = ids.cpu().numpy()
+            valid = np.ones_like(ch, bool) if mask is None else mask.cpu().numpy().astype(bool)
+            for j in range(b):
+                used = ch[j][valid[j]]
+                padded[j, :len(used)] = used[:slots]
+            store.write("channels", (sl,), padded)
+            i += b
+            bar.update(b)
+        bar.close()
+        path = store.commit()
+    except BaseException:
+        store.abort()
+        raise
+    return {"samples": n, "dim": dim, "seconds": time.perf_counter() - t0, "outputs": {"embeddings": str(path)}}
+
+
+def read_embeddings(path: str | os.PathLike):
+    """Open an embedding store of :func:`embed_dataset` or :func:`geovit.predict.embed_scene`.
+
+    Args:
+        path: the ``*.zarr`` folder.
+
+    Returns:
+        The ``xarray.Dataset`` (lazy): ``embedding`` plus its coordinates and attributes.
+
+    Raises:
+        DataError: a missing folder, or a store without an ``embedding`` variable.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: embedding store not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ds = xr.open_zarr(path, consolidated=None)
+    except Exception as err:  # zarr raises several types for a foreign folder
+        raise DataError(f"{path}: not a zarr store readable by xarray ({err})") from None
+    if "embedding" not in ds:
+        raise DataError(f"{path}: no 'embedding' variable (has {sorted(ds.data_vars)}); expected a store written by "
+                        "geovit embed")
+    return ds
+
+
+def embeddings_at(store: str | os.PathLike | Any, x: Sequence[float], y: Sequence[float], *, crs: Any = None,
+                  outside: str = "nan") -> np.ndarray:
+    """Embedding of the window containing each point ``(x[i], y[i])`` of a scene embedding store.
+
+    Args:
+        store: a store path or the Dataset of :func:`read_embeddings` (window-grid kind).
+        x: point coordinates (easting / longitude).
+        y: point coordinates (northing / latitude).
+        crs: CRS of the points (default: the store's CRS).
+        outside: ``"nan"`` (rows of NaN for points outside the grid) or ``"error"``.
+
+    Returns:
+        float32 ``(len(x), feature)``; NaN rows for points outside the grid or in nodata windows.
+
+    Raises:
+        DataError: a dataset-split store (no grid), points outside with ``outside="error"``.
+    """
+    ds = store if not isinstance(store, (str, os.PathLike)) else read_embeddings(store)
+    if ds.attrs.get("kind") != "window grid":
+        raise DataError("embeddings_at: the store holds a dataset split, not a window grid; select rows by 'sample'")
+    if outside not in ("nan", "error"):
+        raise GeovitError(f"outside={outside!r}: expected 'nan' or 'error'")
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if crs is not None and ds.attrs.get("crs"):
+        from rasterio.crs import CRS
+        from rasterio.warp import transform as warp_points
+
+        src, dst = CRS.from_user_input(crs), CRS.from_user_input(ds.attrs["crs"])
+        if src != dst:
+            xt, yt = warp_points(src, dst, x.tolist(), y.tolist())
+            x, y = np.asarray(xt), np.asarray(yt)
+    from affine import Affine
+
+    inv = ~Affine(*ds.attrs["transform"])
+    cols, rows = inv @ (x, y)
+    cols, rows = np.floor(cols).astype(np.int64), np.floor(rows).astype(np.int64)
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    inside = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    if outside == "error" and not inside.all():
+        bad = np.flatnonzero(~inside)[:5].tolist()
+        raise DataError(f"embeddings_at: points {bad} lie outside the window grid of the store")
+    out = np.full((len(x), ds.sizes["feature"]), np.nan, np.float32)
+    if inside.any():
+        emb = ds["embedding"]
+        r, c = rows[inside], cols[inside]
+        import xarray as xr
+
+        picked = emb.isel(y=xr.DataArray(r, dims="p"), x=xr.DataArray(c, dims="p")).values
+        out[inside] = picked
+    return out
