@@ -52,7 +52,7 @@ def _final_mode(path: Path) -> int:
     return 0o666 & ~current_umask()
 
 
-_HOST = socket.gethostname().split(".")[0].replace(".", "_") or "host"
+_HOST = socket.gethostname().split(".")[0] or "host"
 
 
 def _alive(pid: int) -> bool:

@@ -98,8 +98,8 @@ class Progress:
         """Finish the bar (plain mode: print the last line if it was not printed)."""
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled and self.done and not (self.total and self.done >= self.total) and self._last != self.t0:
-            print(self.line(), file=self.stream, flush=True)
+        elif self.enabled and self.done and not (self.total and self.done >= self.total):
+            print(self.line(), file=self.stream, flush=True)  # the final state (a full count printed itself)
 
     def __enter__(self) -> "Progress":
         return self

@@ -244,22 +244,15 @@ def build_trainer(
 def newest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
     """The checkpoint of ``ckpt_dir`` a crashed run should continue from, or None.
 
-    That is the one with the highest ``global_step`` among ``last.ckpt`` and the ``step-*.ckpt``
-    files (temp files of an interrupted write start with a dot and are never candidates); on a
-    tie ``last.ckpt``, written at the end of an epoch, wins. Each candidate's step is read with a
-    memory-mapped ``weights_only`` load, so no weights are read.
+    That is the one written last among ``last.ckpt`` and the ``step-*.ckpt`` files (temp files
+    of an interrupted write start with a dot and are never candidates); on a tie ``last.ckpt``,
+    written at the end of an epoch, wins. The write time, not the step in the name, decides, so
+    step checkpoints an earlier run left in a reused ``--out`` never win over the crashed run's.
     """
     ckpt_dir = Path(ckpt_dir)
     candidates = [p for p in [ckpt_dir / "last.ckpt", *ckpt_dir.glob("step-*.ckpt")] if p.is_file()]
 
-    def key(path: Path) -> tuple[int, int, int]:
-        try:
-            step = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", -1))
-        except Exception:  # unreadable: the full read in read_task_checkpoint names the problem
-            step = -1
-        return step, path.name == "last.ckpt", path.stat().st_mtime_ns
-
-    return max(candidates, key=key) if candidates else None
+    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt")) if candidates else None
 
 
 def resume_path(cfg: TrainerConfig, family: str) -> str | None:
@@ -302,6 +295,7 @@ def best_checkpoint(trainer, monitor: str | None, *, banner: str | None = None) 
     """
     out = Path(trainer.default_root_dir)
     prefix = f"{banner} " if banner else ""
+    say = print if trainer.is_global_zero else (lambda *a, **k: None)
     last = out / "checkpoints" / "last.ckpt"
     callback = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == monitor), None) \
         if monitor else None
@@ -309,13 +303,13 @@ def best_checkpoint(trainer, monitor: str | None, *, banner: str | None = None) 
     if best:
         score = callback.best_model_score
         shown = "" if score is None else f" = {float(score):.4f}"
-        print(f"{prefix}best checkpoint (chosen on {monitor}{shown}): {best}")
+        say(f"{prefix}best checkpoint (chosen on {monitor}{shown}): {best}")
         return Path(best)
     if monitor:
-        print(f"{prefix}no validation ran (the run stopped at step {trainer.global_step}, epoch {trainer.current_epoch}, "
+        say(f"{prefix}no validation ran (the run stopped at step {trainer.global_step}, epoch {trainer.current_epoch}, "
               f"before an epoch ended), so nothing was chosen on {monitor}; final weights: {last}")
     else:
-        print(f"{prefix}final checkpoint: {last}")
+        say(f"{prefix}final checkpoint: {last}")
     return last
 
 

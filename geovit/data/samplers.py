@@ -190,7 +190,8 @@ class CycleSampler(Sampler):
         while len(order) < self.length:
             g = torch.Generator().manual_seed(mix_seed(self.seed, self.stream, self.epoch, cycle))
             perm = torch.randperm(self.n, generator=g).tolist()
-            perm += perm[: (-self.n) % self.num_replicas]
+            size = -(-self.n // self.num_replicas) * self.num_replicas  # padded as DistributedSampler
+            perm = (perm * -(-size // self.n))[:size]
             order += perm[self.rank::self.num_replicas]
             cycle += 1
         order = order[: self.length]

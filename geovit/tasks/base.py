@@ -161,11 +161,12 @@ class BaseTask(L.LightningModule):
         self._position = (0, 0)  # (epoch, batches of it started)
         try:
             self.configure_models()
-        except TypeError as err:  # a constructor keyword the model does not take
-            if "unexpected keyword argument" not in str(err):
+        except (TypeError, ValueError) as err:  # a keyword the model does not take, or a value of the wrong kind
+            given = dict(self.hparams.get("model_kwargs") or {})
+            if not given and "unexpected keyword argument" not in str(err):
                 raise
-            raise GeovitError(f"model_kwargs {dict(self.hparams.get('model_kwargs') or {})}: {err}; "
-                              "expected constructor arguments of the model") from None
+            raise GeovitError(f"model_kwargs {given}: the model could not be built ({err}); "
+                              "expected constructor arguments of the model with values of their types") from None
         self.configure_losses()
         self.configure_metrics()
 

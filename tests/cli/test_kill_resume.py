@@ -48,7 +48,8 @@ def _start(command, flags, out: Path, *extra: str) -> subprocess.Popen:
     argv = [sys.executable, "-m", "geovit.cli", *command, *flags, "--out", str(out), "--ckpt-every", "1",
             "--accelerator", "cpu", "--devices", "1", "--seed", "3", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    err = open(f"{out}.stderr", "w")  # a file, not a pipe: a full pipe would block the run
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -66,15 +67,17 @@ def test_kill_9_then_resume_last_ends_with_the_uninterrupted_weights(case, levir
     target = tmp_path / "part" / "checkpoints" / f"step-step={kill_after}.ckpt"
     deadline = time.monotonic() + 300
     while not target.exists():
-        assert part.poll() is None, part.stderr.read().decode()[-2000:]
+        assert part.poll() is None, Path(f"{tmp_path / 'part'}.stderr").read_text()[-2000:]
         assert time.monotonic() < deadline, "no step checkpoint within 300 s"
         time.sleep(0.02)
     part.send_signal(signal.SIGKILL)
     assert part.wait() == -signal.SIGKILL
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "part" / "checkpoints").glob("step-*.ckpt")}
     resumed = _start(command, flags, tmp_path / "part", "--resume", "last")
-    for proc in (full, resumed):
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err.decode()[-3000:]
+    for proc, out in ((full, tmp_path / "full"), (resumed, tmp_path / "part")):
+        assert proc.wait(timeout=600) == 0, Path(f"{out}.stderr").read_text()[-3000:]
+    # the resumed run continued after the kill: it did not rewrite the step checkpoints before it
+    assert written and all(p.stat().st_mtime_ns == t for p, t in written.items())
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     assert a.keys() == b.keys()
     for key in a:
