@@ -145,7 +145,6 @@ def _cube_crs(da, crs, where: str):
 
 def _open_cube(obj, name: str, variable: str | None, crs) -> RasterSource:
     import xarray as xr
-    from affine import Affine
 
     if isinstance(obj, xr.Dataset):
         names = list(obj.data_vars)
@@ -158,19 +157,9 @@ def _open_cube(obj, name: str, variable: str | None, crs) -> RasterSource:
         da = obj[variable]
     else:
         da = obj
-    ydim = next((d for d in ("y", "lat", "latitude") if d in da.dims), None)
-    xdim = next((d for d in ("x", "lon", "longitude") if d in da.dims), None)
-    others = [d for d in da.dims if d not in (ydim, xdim)]
-    if ydim is None or xdim is None or len(others) > 1:
-        raise DataError(f"cube {name}: dimensions {tuple(da.dims)}; expected (band, y, x) or (y, x)")
-    da = da.transpose(*others, ydim, xdim) if others else da.expand_dims("band")
-    xs, ys = np.asarray(da[xdim].values, float), np.asarray(da[ydim].values, float)
-    if len(xs) < 2 or len(ys) < 2:
-        raise DataError(f"cube {name}: needs at least 2 pixels along {xdim!r} and {ydim!r}")
-    dx, dy = xs[1] - xs[0], ys[1] - ys[0]
-    if not (np.allclose(np.diff(xs), dx, rtol=1e-6) and np.allclose(np.diff(ys), dy, rtol=1e-6)):
-        raise DataError(f"cube {name}: coordinates {xdim!r}/{ydim!r} are not a regular grid")
-    transform = Affine(dx, 0.0, xs[0] - dx / 2, 0.0, dy, ys[0] - dy / 2)
+    from geovit.geo.scene import cube_grid
+
+    da, transform = cube_grid(da, name)
     fill = da.attrs.get("_FillValue", da.attrs.get("nodata"))
 
     def reader(r0, c0, r1, c1, step=1):
@@ -182,7 +171,7 @@ def _open_cube(obj, name: str, variable: str | None, crs) -> RasterSource:
     band_dim = da.dims[0]
     bands = (tuple(str(b) for b in da[band_dim].values) if band_dim in da.coords
              else tuple(f"band{i + 1}" for i in range(da.shape[0])))
-    digest = hashlib.sha1(np.ascontiguousarray(xs).tobytes() + np.ascontiguousarray(ys).tobytes())
+    digest = hashlib.sha1(repr(tuple(transform)).encode())  # the regular grid: origin and pixel size
     digest.update(str(da.shape).encode())
     return RasterSource(name, _cube_crs(da, crs, f"cube {name}"), transform, da.shape[1], da.shape[2],
                         da.shape[0], bands, reader, f"{name}:{digest.hexdigest()}")

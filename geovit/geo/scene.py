@@ -44,6 +44,32 @@ OUT_TILE = 256
 
 
 # ------------------------------------------------------------------------------------- sources
+def cube_grid(da, name: object):
+    """``(da, transform)`` of a (band, y, x) or (y, x) xarray cube on a regular grid.
+
+    The cube comes back as (band, y, x); the affine transform maps pixel corners from its
+    pixel-centre coordinates (``x``/``lon``/``longitude``, ``y``/``lat``/``latitude``).
+
+    Raises:
+        DataError: naming the cube, for other dimensions, fewer than 2 pixels or irregular spacing.
+    """
+    from rasterio.transform import Affine
+
+    ydim = next((d for d in ("y", "lat", "latitude") if d in da.dims), None)
+    xdim = next((d for d in ("x", "lon", "longitude") if d in da.dims), None)
+    others = [d for d in da.dims if d not in (ydim, xdim)]
+    if ydim is None or xdim is None or len(others) > 1:
+        raise DataError(f"cube {name}: dimensions {tuple(da.dims)}; expected (band, y, x) or (y, x)")
+    da = da.transpose(*others, ydim, xdim) if others else da.expand_dims("band")
+    xs, ys = np.asarray(da[xdim].values, float), np.asarray(da[ydim].values, float)
+    if len(xs) < 2 or len(ys) < 2:
+        raise DataError(f"cube {name}: needs at least 2 pixels along {xdim!r} and {ydim!r}")
+    dx, dy = xs[1] - xs[0], ys[1] - ys[0]
+    if not (np.allclose(np.diff(xs), dx, rtol=1e-6) and np.allclose(np.diff(ys), dy, rtol=1e-6)):
+        raise DataError(f"cube {name}: coordinates {xdim!r} / {ydim!r} are not a regular grid")
+    return da, Affine(dx, 0.0, xs[0] - dx / 2, 0.0, dy, ys[0] - dy / 2)
+
+
 class _RasterioSource:
     """A GeoTIFF (or any GDAL raster), possibly warped onto a reference grid."""
 
@@ -121,29 +147,14 @@ class _CubeSource:
 
     def __init__(self, obj: Any, name: str):
         import xarray as xr
-        from affine import Affine
-
         self.name = name
         if isinstance(obj, xr.Dataset):
             names = [v for v in obj.data_vars if v != "spatial_ref"]
             if len(names) != 1:
                 raise DataError(f"cube {name}: holds variables {names}; expected exactly one (band, y, x) variable")
             obj = obj[names[0]]
-        da = obj
-        ydim = next((d for d in ("y", "lat", "latitude") if d in da.dims), None)
-        xdim = next((d for d in ("x", "lon", "longitude") if d in da.dims), None)
-        others = [d for d in da.dims if d not in (ydim, xdim)]
-        if ydim is None or xdim is None or len(others) > 1:
-            raise DataError(f"cube {name}: dimensions {tuple(da.dims)}; expected (band, y, x) or (y, x)")
-        da = da.transpose(*others, ydim, xdim) if others else da.expand_dims("band")
-        xs, ys = np.asarray(da[xdim].values, float), np.asarray(da[ydim].values, float)
-        if len(xs) < 2 or len(ys) < 2:
-            raise DataError(f"cube {name}: needs at least 2 pixels along {xdim!r} and {ydim!r}")
-        dx, dy = xs[1] - xs[0], ys[1] - ys[0]
-        if not (np.allclose(np.diff(xs), dx, rtol=1e-6) and np.allclose(np.diff(ys), dy, rtol=1e-6)):
-            raise DataError(f"cube {name}: coordinates {xdim!r} / {ydim!r} are not a regular grid")
+        da, self.transform = cube_grid(obj, name)
         self.da = da
-        self.transform = Affine(dx, 0.0, xs[0] - dx / 2, 0.0, dy, ys[0] - dy / 2)
         self.crs = _cube_crs(da, f"cube {name}")
         self.count, self.height, self.width = (int(n) for n in da.shape)
         band_dim = da.dims[0]
