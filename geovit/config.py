@@ -131,6 +131,25 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(key, value, _type_name(tp) + (" or null" if optional else ""))
 
 
+def out_of_bounds(value: float, low: float | None = None, high: float | None = None, *,
+                  open_low: bool = False, open_high: bool = False) -> str | None:
+    """The allowed range in words (``"> 0 and ≤ 1"``) when ``value`` lies outside it, else None.
+
+    >>> out_of_bounds(2, 0, 1, open_low=True), out_of_bounds(0.5, 0, 1)
+    ('> 0 and ≤ 1', None)
+    """
+    bad_low = low is not None and (value <= low if open_low else value < low)
+    bad_high = high is not None and (value >= high if open_high else value > high)
+    if not (bad_low or bad_high):
+        return None
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if open_low else '≥'} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if open_high else '≤'} {high:g}")
+    return " and ".join(parts)
+
+
 def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     if value is None:
         return
@@ -139,15 +158,9 @@ def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
         raise ConfigError(key, value, "one of " + ", ".join(map(str, choices)))
     lo, hi, open_ = meta.get("minimum"), meta.get("maximum"), meta.get("exclusive")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        low_bad = lo is not None and (value <= lo if open_ else value < lo)
-        high_bad = hi is not None and (value >= hi if open_ else value > hi)
-        if low_bad or high_bad:
-            bounds = []
-            if lo is not None:
-                bounds.append(f"{'>' if open_ else '≥'} {lo:g}")
-            if hi is not None:
-                bounds.append(f"{'<' if open_ else '≤'} {hi:g}")
-            raise ConfigError(key, value, f"{_type_name(type(value))} {' and '.join(bounds)}")
+        bounds = out_of_bounds(value, lo, hi, open_low=bool(open_), open_high=bool(open_))
+        if bounds:
+            raise ConfigError(key, value, f"{_type_name(type(value))} {bounds}")
 
 
 @dataclass

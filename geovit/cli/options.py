@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from geovit.config import Config, ConfigError, _unwrap_optional, parse_yaml_mapping
+from geovit.config import Config, ConfigError, _unwrap_optional, out_of_bounds, parse_yaml_mapping
 from geovit.errors import GeovitError
 
 #: argparse dest of the generated flags: ``cfg__<field>`` (kept apart from a command's own arguments)
@@ -46,16 +46,10 @@ def bounded(kind: type, low: float | None = None, high: float | None = None, *, 
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
-        bad_low = low is not None and (value <= low if open_low else value < low)
-        bad_high = high is not None and (value >= high if open_high else value > high)
-        if bad_low or bad_high:
-            parts = []
-            if low is not None:
-                parts.append(f"{'>' if open_low else '≥'} {low:g}")
-            if high is not None:
-                parts.append(f"{'<' if open_high else '≤'} {high:g}")
+        bounds = out_of_bounds(value, low, high, open_low=open_low, open_high=open_high)
+        if bounds:
             what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {what} {' and '.join(parts)}, got {text}")
+            raise argparse.ArgumentTypeError(f"expected {what} {bounds}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
