@@ -383,8 +383,6 @@ def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = Non
     isotropic texture (grain size, strength), plus noise at realistic band scales. ``num_samples``
     is the training size (default 2048); validation and test get a quarter each.
     """
-    from geovit._io import atomic_path
-
     rng = np.random.default_rng(seed)
     n_train = 2048 if num_samples is None else int(num_samples)
     if n_train < 17:
@@ -418,10 +416,27 @@ def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = Non
     sizes = {"train": n_train, "validation": max(17, n_train // 4), "test": max(17, n_train // 4)}
     for i, (split, fname) in enumerate(FILENAMES[version].items()):
         s1, s2, onehot = make(sizes[split], np.random.default_rng(seed * 1000 + i + 1))
-        with atomic_path(root / fname) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("sen1", data=s1, chunks=(1, 32, 32, 8))
-                f.create_dataset("sen2", data=s2, chunks=(1, 32, 32, 10))
-                f.create_dataset("label", data=onehot)
-                f.attrs["geovit_synthetic"] = "SYNTHETIC So2Sat-format data written by geovit; not the real release"
+        write_h5(root / fname, s1, s2, onehot)
     return root
+
+
+def write_h5(path: Path, sen1: np.ndarray, sen2: np.ndarray, label: np.ndarray, **attrs: str) -> None:
+    """Write one So2Sat-format HDF5 file (``sen1`` (N,32,32,8), ``sen2`` (N,32,32,10), one-hot
+    ``label`` (N,17), chunked per patch like the release), marked synthetic, atomically.
+
+    Args:
+        path: the file.
+        sen1: Sentinel-1 patches.
+        sen2: Sentinel-2 patches.
+        label: one-hot labels.
+        **attrs: more HDF5 attributes (e.g. the generator's name).
+    """
+    from geovit._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("sen1", data=sen1, chunks=(1, 32, 32, 8))
+            f.create_dataset("sen2", data=sen2, chunks=(1, 32, 32, 10))
+            f.create_dataset("label", data=label)
+            f.attrs["geovit_synthetic"] = "SYNTHETIC So2Sat-format data written by geovit; not the real release"
+            f.attrs.update(attrs)

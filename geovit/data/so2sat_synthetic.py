@@ -607,9 +607,6 @@ def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = Non
     Raises:
         GeovitError: an unknown ``generator`` or ``version``, or ``num_samples`` < 17.
     """
-    import h5py
-
-    from geovit._io import atomic_path
     from geovit.data import so2sat
 
     if generator not in GENERATORS:
@@ -630,11 +627,5 @@ def write_synthetic(out_dir: str | os.PathLike, *, num_samples: int | None = Non
         s1, s2 = render_scenes(labels, rng)
         onehot = np.zeros((len(labels), 17), dtype=np.float64)
         onehot[np.arange(len(labels)), labels] = 1.0
-        with atomic_path(root / fname) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("sen1", data=s1, chunks=(1, 32, 32, 8))
-                f.create_dataset("sen2", data=s2, chunks=(1, 32, 32, 10))
-                f.create_dataset("label", data=onehot)
-                f.attrs["geovit_synthetic"] = "SYNTHETIC So2Sat-format data written by geovit; not the real release"
-                f.attrs["geovit_generator"] = f"physical v{GENERATOR_VERSION}"
+        so2sat.write_h5(root / fname, s1, s2, onehot, geovit_generator=f"physical v{GENERATOR_VERSION}")
     return root
