@@ -10,6 +10,10 @@ torch-allocated memory of one step is recorded. A third row times the official f
 (all pairs, query QoI tokens included; fused) to show what ``last_only`` saves.
 
     OMP_NUM_THREADS=2 python bench/vicon_rollout.py [--steps 2] [--repeat 2] [--widths official reduced]
+    python bench/vicon_rollout.py --device cuda --json out.json     # on a GPU (default when present)
+
+Also printed: steps/s, peak memory (``torch.cuda.max_memory_allocated`` on a GPU) and the fraction
+of the device's measured fp32 matmul peak (FLOPs of one step from torch's ``FlopCounterMode``).
 """
 from __future__ import annotations
 
@@ -22,7 +26,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import peak_memory_of, setup_threads  # noqa: E402
+from _common import (  # noqa: E402
+    add_device_arg,
+    count_flops,
+    device_line,
+    load_average,
+    peak_fraction,
+    peak_memory_mib,
+    setup_threads,
+    synced,
+    write_json,
+)
 
 from geovit.models.layers import set_fused_attention  # noqa: E402
 from pdes.rollout import make_strategy, rollout  # noqa: E402
@@ -64,18 +78,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="predicted frames per timed rollout")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--widths", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
+    parser.add_argument("--quick", action="store_true", help="reduced width, 1 step, 1 repeat (bench/run_all.py --quick)")
+    add_device_arg(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.widths, args.steps, args.repeat = ["reduced"], 1, 1
     setup_threads(2)
     torch.manual_seed(0)
+    device = args.device
+    print(f"{device_line(device)}; {load_average()}")
     gt, examples = 10, 9
     traj, mask = trajectory(gt + args.steps)
+    traj, mask = traj.to(device), mask.to(device)
+    summary = {"bench": "vicon_rollout", "device": device, "widths": {}}
     steps = make_strategy("single_step", traj.shape[1], gt, examples)
 
     print(f"VICON rollout, 128x128, 7 slots (4 active), {examples} examples + 1 query, "
           f"{args.steps} steps/run, median of {args.repeat}, {torch.get_num_threads()} threads")
     for width in args.widths:
         cfg = {**OFFICIAL_CONFIG, **WIDTHS[width]}
-        model = VICON(**cfg).eval()
+        model = VICON(**cfg).eval().to(device)
         params = sum(p.numel() for p in model.parameters()) / 1e6
 
         def run() -> torch.Tensor:
@@ -90,10 +112,10 @@ def main() -> None:
         cond = traj[:, list(steps[0].demo_cond) + [steps[0].query_cond]]
         qoi = torch.cat([traj[:, list(steps[0].demo_qoi)], torch.zeros_like(traj[:, :1])], dim=1)
         fns = {
-            "fused": with_attention(run, True),
-            "materialised": with_attention(run, False),
-            "full": with_attention(lambda: model(cond, qoi), True),
-            "last": with_attention(lambda: model(cond, qoi, last_only=True), True),
+            "fused": synced(with_attention(run, True), device),
+            "materialised": synced(with_attention(run, False), device),
+            "full": synced(with_attention(lambda: model(cond, qoi), True), device),
+            "last": synced(with_attention(lambda: model(cond, qoi, last_only=True), True), device),
         }
         with torch.no_grad():
             outs = {k: fns[k]() for k in ("fused", "materialised")}  # warm-up + outputs
@@ -102,7 +124,10 @@ def main() -> None:
         results = {}
         for label in ("fused", "materialised"):
             set_fused_attention(model, label == "fused")
-            results[label] = (t[label] / args.steps, peak_memory_of(one_step), outs[label])
+            results[label] = (t[label] / args.steps, peak_memory_mib(one_step, device), outs[label])
+        set_fused_attention(model, True)
+        with torch.no_grad():
+            step_flops = count_flops(one_step)
         t_full, t_last = t["full"], t["last"]
         (tf, mf, of), (tm, mm, om) = results["fused"], results["materialised"]
         diff = (of - om).abs().max().item()
@@ -114,6 +139,12 @@ def main() -> None:
               f"memory ratio {mm / max(mf, 1e-9):.2f}x   max |fused - materialised| = {diff:.2e}")
         print(f"  forward, official shape (all pairs) {t_full * 1e3:.1f} ms vs last_only {t_last * 1e3:.1f} ms "
               f"-> {t_full / t_last:.2f}x")
+        frac = peak_fraction(step_flops, tf, device)
+        print(f"  {1 / tf:.2f} steps/s fused, {frac:.1%} of the matmul peak ({step_flops / 1e9:.1f} GFLOP per step)")
+        summary["widths"][width] = {"steps_per_s": 1 / tf, "steps_per_s_materialised": 1 / tm, "ratio": tm / tf,
+                                    "peak_mib": mf, "frac_matmul_peak": frac}
+    print(load_average())
+    write_json(args.json, summary)
 
 
 if __name__ == "__main__":

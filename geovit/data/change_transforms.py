@@ -113,6 +113,9 @@ class ChangeTiles(torch.utils.data.Dataset):
         mark_unowned: set the mask of pixels owned by another (overlapping) tile to
             :data:`IGNORE_INDEX`, so every scene pixel is counted exactly once (evaluation).
         pad: pad whole scenes whose sides are not multiples of 16 (mask = ignore) instead of raising.
+        cache_scenes: decoded scenes kept per process (least recently used dropped): tiles of
+            a cached scene are cut without decoding it again. Visit the tiles of a few scenes at a
+            time (:class:`geovit.data.samplers.BlockShuffleSampler`) to decode each scene once.
     """
 
     def __init__(self, base, tile: int = 256, *, transforms: Callable[[dict], dict] | None = None,
@@ -137,6 +140,11 @@ class ChangeTiles(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.base) * len(self.windows)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache"] = OrderedDict()  # worker processes decode their own scenes
+        return state
 
     def _scene(self, index: int) -> dict:
         if index in self._cache:

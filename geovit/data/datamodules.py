@@ -5,7 +5,9 @@ and on its own (``dm.setup("fit"); dm.train_dataloader()``). They share one beha
 (:class:`GeovitDataModule`):
 
 * **train loader**: :class:`~geovit.data.samplers.EpochSampler` — a shuffle fixed by
-  ``(seed, epoch)``, sharded over the attached trainer's ranks (one rank without a trainer) —
+  ``(seed, epoch)``, sharded over the attached trainer's ranks (one rank without a trainer), or
+  the batch sampler a subclass returns from :meth:`GeovitDataModule.make_train_batch_sampler`
+  (So2Sat: :class:`~geovit.data.samplers.BlockBatchSampler`, batched HDF5 reads) —
   seeded per-sample augmentation (:class:`~geovit.data.samplers.SeededAugment`) when
   ``augment``, ``drop_last=True``. When the trainer's LightningModule has a ``resume_position``
   attribute ``(epoch, batches_done)`` (read from its checkpoint), the loader skips the batches
@@ -34,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 from geovit.channels import TABLES, ChannelSelection, resolve_channels
 from geovit.data.collate import pad_channels_collate
 from geovit.data.levircd import LEVIRCD
-from geovit.data.samplers import EpochSampler, SeededAugment, resume_plan
+from geovit.data.samplers import BlockBatchSampler, BlockShuffleSampler, EpochSampler, SeededAugment, resume_plan
 from geovit.data.transforms import Compose, RandomFlipRotate, Resize
 from geovit.errors import GeovitError
 
@@ -128,6 +130,40 @@ class KeepChannels:
         return {**sample, "image": sample["image"][keep], "channels": sample["channels"][keep]}
 
 
+def stacked_collate(samples: Sequence[dict]) -> dict:
+    """:func:`~geovit.data.collate.pad_channels_collate`, with a fast path for regular batches.
+
+    When every sample has the same channel ids and image shape (So2Sat), the batch is
+    ``torch.stack`` of the images and ids, an all-True ``channel_mask``, the labels and lists
+    of the other keys: the dict ``pad_channels_collate`` returns, without zero-filling and
+    copying sample by sample. Other batches go to ``pad_channels_collate``.
+
+    Args:
+        samples: sample dicts.
+
+    Returns:
+        The batch.
+    """
+    first = samples[0] if samples else None
+    if (first is None or not all(isinstance(s.get("image"), torch.Tensor) and isinstance(s.get("channels"), torch.Tensor)
+                                 for s in samples)):
+        return pad_channels_collate(samples)
+    ids, shape = first["channels"], first["image"].shape
+    if first["image"].ndim != 3 or ids.dtype != torch.long or ids.shape != (shape[0],) or not all(
+            s["image"].shape == shape and s["image"].dtype == first["image"].dtype and torch.equal(s["channels"], ids)
+            for s in samples[1:]):
+        return pad_channels_collate(samples)
+    batch: dict[str, Any] = {"image": torch.stack([s["image"] for s in samples]),
+                             "channels": ids.expand(len(samples), -1).clone(),
+                             "channel_mask": torch.ones(len(samples), shape[0], dtype=torch.bool)}
+    if all(isinstance(s.get("label"), (int, torch.Tensor)) and not isinstance(s.get("label"), bool) for s in samples):
+        batch["label"] = torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.long)
+    for key in first:
+        if key not in ("image", "channels", "channel_mask", "label"):
+            batch[key] = [s.get(key) for s in samples]
+    return batch
+
+
 def _innermost(dataset: Dataset) -> Dataset:
     while isinstance(dataset, SeededAugment):
         dataset = dataset.dataset
@@ -152,7 +188,7 @@ class GeovitDataModule(L.LightningDataModule):
     Attributes:
         train_dataset, val_dataset, test_dataset: the datasets, after :meth:`setup`.
 
-    Example:
+    Examples:
         A DataModule over an in-memory dataset (the subclass supplies only the splits):
 
         >>> import torch
@@ -212,6 +248,39 @@ class GeovitDataModule(L.LightningDataModule):
             By default :class:`~geovit.data.transforms.RandomFlipRotate` (rotation by k·90°, flips).
         """
         return RandomFlipRotate
+
+    def make_train_sampler(self, dataset: Dataset, world: int, rank: int):
+        """The per-sample training sampler (used when :meth:`make_train_batch_sampler` gives ``None``).
+
+        It must have ``set_epoch``, a ``skip`` attribute (samples to drop once) and ``len`` =
+        samples per rank and epoch.
+
+        Args:
+            dataset: the training dataset (augmentation wrapper included).
+            world: number of ranks.
+            rank: this rank.
+
+        Returns:
+            Here :class:`~geovit.data.samplers.EpochSampler` (a shuffle fixed by ``(seed, epoch)``).
+        """
+        return EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=False)
+
+    def make_train_batch_sampler(self, dataset: Dataset, world: int, rank: int):
+        """The training batch sampler, or ``None`` for the per-sample :class:`EpochSampler` order.
+
+        A subclass returns a batch sampler with ``set_epoch``, a ``skip`` attribute (batches to
+        drop once) and ``len`` = batches per rank and epoch (``drop_last``), e.g.
+        :class:`~geovit.data.samplers.BlockBatchSampler`.
+
+        Args:
+            dataset: the training dataset (augmentation wrapper included).
+            world: number of ranks.
+            rank: this rank.
+
+        Returns:
+            ``None`` here.
+        """
+        return None
 
     # -- what a task reads ----------------------------------------------------------------------
     @property
@@ -278,19 +347,25 @@ class GeovitDataModule(L.LightningDataModule):
         self.setup("fit")
         world, rank = self._world()
         ds = self.train_dataset
-        sampler = EpochSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=False)
-        batches = len(sampler) // self.batch_size
+        batch_sampler = self.make_train_batch_sampler(ds, world, rank)
+        if batch_sampler is None:
+            sampler = self.make_train_sampler(ds, world, rank)
+            batches = len(sampler) // self.batch_size
+        else:
+            sampler, batches = batch_sampler, len(batch_sampler)
         if batches < 1:
             raise GeovitError(f"batch_size={self.batch_size}: larger than the {self.splits[0]} split "
                               f"({len(ds)} samples over {world} process(es)); lower it")
         epoch = 0 if self.trainer is None else int(self.trainer.current_epoch)
         epoch, skip = resume_plan(self._resume_position(), epoch, batches)
-        sampler.skip = skip * self.batch_size
+        sampler.skip = skip * (self.batch_size if batch_sampler is None else 1)
         # set now (Lightning sets it again before iterating): worker processes copy the dataset early
         sampler.set_epoch(epoch)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True, collate_fn=self.collate_fn,
-                          num_workers=self.num_workers, persistent_workers=False,
-                          pin_memory=torch.cuda.is_available())
+        common = dict(collate_fn=self.collate_fn, num_workers=self.num_workers, persistent_workers=False,
+                      pin_memory=torch.cuda.is_available())
+        if batch_sampler is not None:
+            return DataLoader(ds, batch_sampler=batch_sampler, **common)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True, **common)
 
     def _eval_loader(self, ds: Dataset) -> DataLoader:
         world, rank = self._world()
@@ -348,9 +423,21 @@ class So2SatDataModule(GeovitDataModule):
         version: ``"2"``, ``"3_random"``, ``"3_block"`` or ``"3_culture_10"``.
         bands: ``None`` (all 18), a preset (``"sentinel1"``, ``"sentinel2"``, ``"so2sat_rgb"``),
             band names or absolute ids.
-        batch_size, num_workers, seed, augment: see :class:`GeovitDataModule`.
+        batch_size: samples per rank and step (see :class:`GeovitDataModule`).
+        num_workers: DataLoader worker processes.
+        seed: seed of the training order and of the augmentations.
+        augment: augment the training split.
+        reads: ``"block"`` (default): training batches of runs of ``block_size`` consecutive
+            file rows (blocks shuffled, then each batch; :class:`~geovit.data.samplers.BlockBatchSampler`),
+            read with one HDF5 slice per run; ``"sample"``: the per-sample shuffle of
+            :class:`~geovit.data.samplers.EpochSampler`. Both give the same samples, values and
+            augmentation per index, only the order differs.
+        block_size: consecutive rows per block with ``reads="block"``.
+        val_cities: hold these cities of the training file out as the validation split (the
+            training split is the other cities' rows); needs the split's geolocation file
+            (:mod:`geovit.data.so2sat`). ``None``: the version's validation split.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from geovit.data.so2sat import write_synthetic
         >>> root = write_synthetic(Path(tempfile.mkdtemp()) / "so2sat", num_samples=17)
@@ -366,13 +453,25 @@ class So2SatDataModule(GeovitDataModule):
     image_size = 32
 
     def __init__(self, root: str | os.PathLike, version: str = "2",
-                 bands: str | Sequence[str] | Sequence[int] | None = None, *, batch_size: int = 64, num_workers: int = 0, seed: int = 0, augment: bool = True):
+                 bands: str | Sequence[str] | Sequence[int] | None = None, *, batch_size: int = 64, num_workers: int = 0,
+                 seed: int = 0, augment: bool = True, reads: str = "block", block_size: int = 16,
+                 val_cities: Sequence[str] | None = None):
         super().__init__(root, batch_size=batch_size, num_workers=num_workers, seed=seed, augment=augment)
         from geovit.data import so2sat
 
         if version not in so2sat.FILENAMES:
             raise GeovitError(f"version={version!r}: expected one of {', '.join(so2sat.FILENAMES)}")
+        if reads not in ("block", "sample"):
+            raise GeovitError(f"reads={reads!r}: expected 'block' or 'sample'")
+        self.reads = reads
+        self.block_size = _int_at_least("block_size", block_size, 1)
+        if isinstance(val_cities, str):
+            val_cities = [c for c in val_cities.split(",") if c]
+        if val_cities is not None and not list(val_cities):
+            raise GeovitError("val_cities=[]: name at least one city (or None for the version's validation split)")
+        self.val_cities = None if val_cities is None else [str(c) for c in val_cities]
         self.version = version
+        self.collate_fn = stacked_collate
         self.selection = select_channels("so2sat", bands, "bands")
         self.normalization = so2sat.normalization(version)
 
@@ -387,8 +486,30 @@ class So2SatDataModule(GeovitDataModule):
         """``So2Sat(root, split, version, bands)``, normalised (see :meth:`GeovitDataModule.build_dataset`)."""
         from geovit.data.so2sat import So2Sat
 
+        kwargs: dict[str, Any] = {}
+        if self.val_cities is not None and split in self.splits[:2]:
+            # both from the training file: the held-out cities are the validation split
+            kwargs = {"cities": self.val_cities} if split == self.splits[1] else {"exclude_cities": self.val_cities}
+            split = self.splits[0]
         return So2Sat(self.root, split=split, version=self.version, bands=list(self.selection.names),
-                      transform=self.normalization)
+                      transform=self.normalization, **kwargs)
+
+    def make_train_batch_sampler(self, dataset: Dataset, world: int, rank: int) -> BlockBatchSampler | None:
+        """:class:`~geovit.data.samplers.BlockBatchSampler` over the file order (``reads="block"``).
+
+        Args:
+            dataset: the training dataset.
+            world: number of ranks.
+            rank: this rank.
+
+        Returns:
+            The batch sampler, or ``None`` with ``reads="sample"``.
+        """
+        if self.reads == "sample":
+            return None
+        return BlockBatchSampler(len(dataset), self.batch_size, self.block_size, num_replicas=world, rank=rank,
+                                 seed=self.seed, drop_last=True, order=_innermost(dataset).storage_order(),
+                                 dataset=dataset)
 
 
 class _LabelledCells(GeovitDataModule):
@@ -413,9 +534,12 @@ class JUMPCPDataModule(_LabelledCells):
         channels: ``None`` (all 8), a preset (``"jumpcp_fluorescence"``, ``"jumpcp_brightfield"``),
             channel names or absolute ids.
         image_size: resize cells to ``image_size²`` (release: 224).
-        batch_size, num_workers, seed, augment: see :class:`GeovitDataModule`.
+        batch_size: samples per rank and step (see :class:`GeovitDataModule`).
+        num_workers: DataLoader worker processes.
+        seed: seed of the training order and of the augmentations.
+        augment: augment the training split.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from geovit.data.jumpcp import write_synthetic
         >>> root = write_synthetic(Path(tempfile.mkdtemp()) / "jumpcp", num_samples=20, image_size=32)
@@ -459,9 +583,12 @@ class CHAMMIDataModule(_LabelledCells):
         image_size: resize cells to ``image_size²`` (default 224).
         val_split: the ``train_test_split`` value used for validation.
         test_split: the one used for testing.
-        batch_size, num_workers, seed, augment: see :class:`GeovitDataModule`.
+        batch_size: samples per rank and step (see :class:`GeovitDataModule`).
+        num_workers: DataLoader worker processes.
+        seed: seed of the training order and of the augmentations.
+        augment: augment the training split.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from geovit.data.chammi import write_synthetic
         >>> root = write_synthetic(Path(tempfile.mkdtemp()) / "chammi", num_samples=8)
@@ -524,9 +651,18 @@ class LEVIRCDDataModule(GeovitDataModule):
         normalization: ``"imagenet"`` or ``"half"``.
         labels: ``"auto"``, ``"strict"`` or ``"nonzero"`` (see :class:`~geovit.data.levircd.LEVIRCD`).
         dataset_class: :class:`~geovit.data.levircd.LEVIRCD`, ``WHUCD`` or ``CLCD``.
-        batch_size, num_workers, seed, augment: see :class:`GeovitDataModule`.
+        batch_size: samples per rank and step (see :class:`GeovitDataModule`).
+        num_workers: DataLoader worker processes.
+        seed: seed of the training order and of the augmentations.
+        augment: augment the training split.
+        scene_window: training order: the tiles of this many scenes are shuffled together,
+            scene groups in a random order (:class:`~geovit.data.samplers.BlockShuffleSampler`),
+            and each (worker) process keeps the last ``scene_window`` decoded scenes, so a
+            scene is decoded once per process and epoch instead of once per tile. ``0``: every
+            tile shuffled on its own (a scene decoded for nearly every tile). The augmentation
+            of a tile is the same either way (seeded by tile index and epoch).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from geovit.data.levircd import write_synthetic
         >>> root = write_synthetic(Path(tempfile.mkdtemp()) / "levir", num_samples=5, size=64)
@@ -541,8 +677,9 @@ class LEVIRCDDataModule(GeovitDataModule):
 
     def __init__(self, root: str | os.PathLike, tile: int = 256, normalization: str = "imagenet", labels: str = "auto",
                  dataset_class: type[LEVIRCD] = LEVIRCD, *, batch_size: int = 16, num_workers: int = 0, seed: int = 0,
-                 augment: bool = True):
+                 augment: bool = True, scene_window: int = 4):
         super().__init__(root, batch_size=batch_size, num_workers=num_workers, seed=seed, augment=augment)
+        self.scene_window = _int_at_least("scene_window", scene_window, 0)
         from geovit.data.change_transforms import NORMALIZATIONS, PATCH
 
         if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0 or tile % PATCH:
@@ -589,8 +726,27 @@ class LEVIRCDDataModule(GeovitDataModule):
             self._val_scenes = scenes
         normalize = make_transforms(False, self.normalization)
         if train:
-            return ChangeTiles(scenes, self.tile, transforms=None if self.augment else normalize)
+            return ChangeTiles(scenes, self.tile, transforms=None if self.augment else normalize,
+                               cache_scenes=max(2, self.scene_window))
         return ChangeTiles(scenes, self.tile, transforms=normalize, mark_unowned=True)
+
+    def make_train_sampler(self, dataset: Dataset, world: int, rank: int):
+        """Tiles of ``scene_window`` scenes mixed, scene groups shuffled (``scene_window=0``: per tile).
+
+        Args:
+            dataset: the training tiles (augmentation wrapper included).
+            world: number of ranks.
+            rank: this rank.
+
+        Returns:
+            A :class:`~geovit.data.samplers.BlockShuffleSampler` (or the per-tile
+            :class:`~geovit.data.samplers.EpochSampler`).
+        """
+        if self.scene_window == 0:
+            return super().make_train_sampler(dataset, world, rank)
+        tiles = _innermost(dataset)
+        return BlockShuffleSampler(len(dataset), len(tiles.windows), self.scene_window, num_replicas=world,
+                                   rank=rank, seed=self.seed, dataset=dataset)
 
     def plot_samples(self, k: int = 4) -> list[dict]:
         """``k`` raw (0-255, unnormalised) validation tiles spread over the split, for plots.

@@ -236,15 +236,19 @@ def _fake_trainer(world=1, rank=0, epoch=0, position=None):
 
 
 def _order(dm, trainer=None) -> list[int]:
+    """The training indices a loader yields: the sampler's (per-sample reads) or the batches' (block reads)."""
     dm.trainer = trainer
-    return list(iter(dm.train_dataloader().sampler))
+    loader = dm.train_dataloader()
+    if dm.reads == "block":
+        return [i for batch in loader.batch_sampler for i in batch]
+    return list(iter(loader.sampler))
 
 
 @settings(max_examples=8, deadline=None)
 @given(st.integers(0, 1000), st.integers(0, 3))
 def test_train_order_is_fixed_by_seed_and_epoch_and_sharded(data, seed, epoch):
     def dm():
-        return So2SatDataModule(data.so2sat, augment=False, batch_size=2, seed=seed)
+        return So2SatDataModule(data.so2sat, augment=False, batch_size=2, seed=seed, reads="sample")
 
     alone = _order(dm(), _fake_trainer(epoch=epoch))
     assert alone == _order(dm(), _fake_trainer(epoch=epoch)) and sorted(alone) == list(range(17))
@@ -278,9 +282,10 @@ def test_a_resumed_run_skips_the_consumed_batches(data, tmp_path):
     assert not torch.equal(resumed.train_batches[0]["image"], fresh.train_batches[0]["image"])
 
 
-def test_a_checkpoint_at_the_end_of_an_epoch_resumes_with_the_next_one(data):
+@pytest.mark.parametrize("reads", ["block", "sample"])
+def test_a_checkpoint_at_the_end_of_an_epoch_resumes_with_the_next_one(data, reads):
     def dm():
-        return So2SatDataModule(data.so2sat, batch_size=4, augment=False)
+        return So2SatDataModule(data.so2sat, batch_size=4, augment=False, reads=reads, block_size=2)
 
     batches = dm().batches_per_epoch()
     assert batches == 17 // 4
@@ -343,3 +348,178 @@ def test_docstring_examples_run(tmp_path, monkeypatch):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
     assert issubclass(pdes.datamodule.VICONDataModule, GeovitDataModule)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 1000), st.integers(0, 3), st.integers(1, 5))
+def test_block_reads_order_is_fixed_by_seed_and_epoch_and_sharded(data, seed, epoch, block):
+    def dm():
+        return So2SatDataModule(data.so2sat, augment=False, batch_size=2, seed=seed, block_size=block)
+
+    alone = _order(dm(), _fake_trainer(epoch=epoch))
+    assert alone == _order(dm(), _fake_trainer(epoch=epoch))
+    assert len(alone) == len(set(alone)) == 16 and set(alone) <= set(range(17))  # drop_last: 17 // 2 batches
+    shards = [_order(dm(), _fake_trainer(world=3, rank=r, epoch=epoch)) for r in range(3)]
+    everything = [i for s in shards for i in s]
+    assert all(len(s) == 6 for s in shards)  # ceil(17 / 3) each: one padded repeat
+    assert set(everything) <= set(range(17)) and len(everything) - len(set(everything)) <= 1
+
+
+def test_block_reads_give_the_per_sample_reads_samples_and_augmentations(data):
+    """Same index, same epoch -> the same augmented sample on both training paths."""
+    def by_label(reads):
+        dm = So2SatDataModule(data.so2sat_v3, "3_random", batch_size=4, augment=True, seed=5, reads=reads, block_size=3)
+        dm.trainer = _fake_trainer(epoch=1)
+        loader = dm.train_dataloader()
+        order = _order(dm, _fake_trainer(epoch=1))
+        images = torch.cat([b["image"] for b in loader])
+        return dict(zip(order, images)), dm
+
+    block, dm = by_label("block")
+    sample, _ = by_label("sample")
+    shared = set(block) & set(sample)
+    assert len(shared) > 10
+    aug = dm.train_dataset
+    aug.set_epoch(1)
+    for i in shared:
+        assert torch.equal(block[i], sample[i]) and torch.equal(block[i], aug[i]["image"])
+
+
+def test_block_reads_with_two_workers_equal_the_single_process_batches(data):
+    def batches(workers):
+        dm = So2SatDataModule(data.so2sat_v3, "3_random", batch_size=4, augment=True, seed=2, num_workers=workers, block_size=4)
+        return list(dm.train_dataloader())
+
+    alone, workers = batches(0), batches(2)
+    assert len(alone) == len(workers) == 32 // 4
+    for a, b in zip(alone, workers):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+
+
+def test_block_reads_resume_mid_epoch_under_a_trainer(data, tmp_path):
+    def dm():
+        return So2SatDataModule(data.so2sat, batch_size=4, augment=True, seed=3, block_size=2)
+
+    fresh = fit(dm(), tmp_path=tmp_path)
+    resumed = fit(dm(), Recorder(resume_position=(0, 1)), tmp_path=tmp_path)
+    assert torch.equal(resumed.train_batches[0]["image"], fresh.train_batches[1]["image"])
+    assert not torch.equal(resumed.train_batches[0]["image"], fresh.train_batches[0]["image"])
+
+
+def test_val_cities_hold_out_cities(tmp_path):
+    from geovit.data.so2sat import synthetic_geolocation, write_geo_h5, write_synthetic
+
+    root = write_synthetic(tmp_path / "s", num_samples=60)
+    epsg, tfw, city = synthetic_geolocation(60, seed=1)
+    write_geo_h5(root / "training_geo.h5", epsg=epsg, tfw=tfw, city=city)
+    dm = So2SatDataModule(root, batch_size=4, val_cities=["paris", "rome"])
+    dm.setup("fit")
+    train_cities = set(_innermost_city(dm.train_dataset))
+    val_cities = set(_innermost_city(dm.val_dataset))
+    assert val_cities == {"paris", "rome"} and train_cities == {"berlin", "madrid"}
+    assert len(dm.train_dataset) + len(dm.val_dataset) == 60
+    batch = next(iter(dm.val_dataloader()))
+    assert set(batch["city"]) <= {"paris", "rome"} and batch["crs"][0].startswith("EPSG:")
+    with pytest.raises(GeovitError, match="tokyo"):
+        So2SatDataModule(root, val_cities=["tokyo"]).setup("fit")
+    with pytest.raises(GeovitError, match="validation_geo.h5|training_geo.h5"):
+        So2SatDataModule(write_synthetic(tmp_path / "nogeo", num_samples=17), val_cities=["paris"]).setup("fit")
+
+
+def _innermost_city(ds):
+    while not hasattr(ds, "geolocation"):
+        ds = ds.dataset
+    return ds.geolocation.city.tolist()
+
+
+# -- LEVIR-CD: each scene decoded once per process and epoch ------------------------------------
+@pytest.fixture(scope="module")
+def levir_many(tmp_path_factory):
+    from geovit.data.levircd import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("levir") / "l", num_samples=12, size=64)  # 8 train scenes
+
+
+def _tiles_by_index(dm, epoch):
+    dm.trainer = _fake_trainer(epoch=epoch)
+    loader = dm.train_dataloader()
+    order = list(iter(loader.sampler))
+    loader.sampler.set_epoch(epoch)
+    batches = list(loader)
+    return order, {i: (img, mask) for i, img, mask in
+                   zip(order, torch.cat([b["image"] for b in batches]), torch.cat([b["mask"] for b in batches]))}
+
+
+@pytest.mark.parametrize("epoch", [0, 3])
+def test_levircd_scene_window_keeps_each_tiles_augmentation(levir_many, epoch):
+    def dm(window):
+        return LEVIRCDDataModule(levir_many, tile=32, batch_size=4, seed=7, scene_window=window)
+
+    cached_order, cached = _tiles_by_index(dm(2), epoch)
+    plain_order, plain = _tiles_by_index(dm(0), epoch)
+    assert cached_order != plain_order and set(cached) == set(plain) == set(range(8 * 4))
+    for i in cached:
+        assert torch.equal(cached[i][0], plain[i][0]) and torch.equal(cached[i][1], plain[i][1])
+
+
+def test_levircd_scene_window_decodes_each_scene_once_per_epoch(levir_many, monkeypatch):
+    from geovit.data import levircd
+
+    decoded = []
+    real = levircd.load_pair
+    monkeypatch.setattr(levircd, "load_pair", lambda pair, labels="strict": decoded.append(pair) or real(pair, labels))
+    for window, most in ((2, 8), (0, 32)):
+        decoded.clear()
+        dm = LEVIRCDDataModule(levir_many, tile=32, batch_size=4, seed=1, scene_window=window)
+        dm.setup("fit")
+        list(dm.train_dataloader())
+        if window:
+            assert len(decoded) == len(set(decoded)) == 8  # every train scene once
+        else:
+            assert len(decoded) > 16  # a scene per tile, nearly
+    # the order: tiles of `window` scenes mixed, scene groups one after the other
+    dm = LEVIRCDDataModule(levir_many, tile=32, batch_size=4, seed=1, scene_window=2)
+    order = _order_levir(dm)
+    for start in range(0, 32, 8):
+        assert len({i // 4 for i in order[start:start + 8]}) == 2
+
+
+def _order_levir(dm):
+    dm.trainer = None
+    return list(iter(dm.train_dataloader().sampler))
+
+
+def test_levircd_scene_window_resumes_mid_epoch(levir_many):
+    def order(position=None):
+        dm = LEVIRCDDataModule(levir_many, tile=32, batch_size=4, seed=2, scene_window=3)
+        dm.trainer = _fake_trainer(epoch=1, position=position)
+        return list(iter(dm.train_dataloader().sampler))
+
+    assert order((1, 3)) == order()[3 * 4:]
+    with pytest.raises(GeovitError, match="scene_window=-1"):
+        LEVIRCDDataModule(levir_many, scene_window=-1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 4), st.booleans(), st.booleans(), st.booleans())
+def test_stacked_collate_is_pad_channels_collate(n, c, same_ids, labelled, extra):
+    from geovit.data.collate import pad_channels_collate
+    from geovit.data.datamodules import stacked_collate
+
+    g = torch.Generator().manual_seed(n * 10 + c)
+    samples = []
+    for i in range(n):
+        ids = torch.arange(c) if same_ids or i == 0 else torch.arange(c) + i
+        s = {"image": torch.randn(c, 4, 4, generator=g), "channels": ids}
+        if labelled:
+            s["label"] = i % 3
+        if extra:
+            s["city"] = f"c{i}"
+        samples.append(s)
+    got, want = stacked_collate(samples), pad_channels_collate(samples)
+    assert got.keys() == want.keys()
+    for key in want:
+        if isinstance(want[key], torch.Tensor):
+            assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key])
+        else:
+            assert got[key] == want[key]

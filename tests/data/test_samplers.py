@@ -1,12 +1,14 @@
 """geovit.data.samplers: the training order and augmentation are functions of (seed, epoch, index)."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from geovit.data.samplers import EpochSampler, SeededAugment, mix_seed, resume_plan
+from geovit.data.samplers import BlockBatchSampler, EpochSampler, SeededAugment, mix_seed, resume_plan
 from geovit.data.transforms import RandomFlipRotate
 
 
@@ -154,3 +156,103 @@ def test_cycle_sampler_covers_every_index_per_cycle_and_resumes_exactly(n, lengt
     seeded = items(0, draw_seeds=True)
     assert [i for i, _ in seeded] == shards[0]
     assert items(0, skip, draw_seeds=True) == seeded[skip:]  # the per-item draw seeds resume too
+
+
+# -- BlockBatchSampler ---------------------------------------------------------------------------
+def _block_batches(n, batch, block, world, rank, seed, epoch, drop_last=False, order=None, skip=0):
+    s = BlockBatchSampler(n, batch, block, num_replicas=world, rank=rank, seed=seed, drop_last=drop_last,
+                          order=order, skip=skip)
+    s.set_epoch(epoch)
+    return list(s)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 40), st.integers(1, 50), st.integers(1, 5),
+       st.integers(0, 2**31), st.integers(0, 9))
+def test_block_batches_cover_every_row_exactly_once_per_epoch(n, batch, block, world, seed, epoch):
+    shards = [_block_batches(n, batch, block, world, r, seed, epoch) for r in range(world)]
+    drawn = [i for shard in shards for b in shard for i in b]
+    per_rank = -(-n // world)
+    assert all(sum(map(len, shard)) == per_rank for shard in shards)  # equal shares, as DistributedSampler
+    assert all(len(b) == batch for shard in shards for b in shard[:-1])
+    # every row once; the padding (< world items) repeats the epoch's first rows
+    counts = np.bincount(drawn, minlength=n)
+    assert counts.min() >= 1 and counts.sum() - n == per_rank * world - n < world
+    if n % world == 0:
+        assert sorted(drawn) == list(range(n))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 40), st.integers(1, 50), st.integers(1, 4),
+       st.integers(0, 2**31), st.integers(0, 9), st.data())
+def test_block_batches_resume_after_k_batches_is_the_uninterrupted_tail(n, batch, block, world, seed, epoch, data):
+    rank = data.draw(st.integers(0, world - 1))
+    drop_last = data.draw(st.booleans())
+    full = _block_batches(n, batch, block, world, rank, seed, epoch, drop_last)
+    k = data.draw(st.integers(0, len(full)))
+    assert _block_batches(n, batch, block, world, rank, seed, epoch, drop_last, skip=k) == full[k:]
+    assert len(full) == len(BlockBatchSampler(n, batch, block, num_replicas=world, rank=rank, drop_last=drop_last))
+    # fixed by (seed, epoch) alone; the skip is used once
+    s = BlockBatchSampler(n, batch, block, num_replicas=world, rank=rank, seed=seed, drop_last=drop_last, skip=k)
+    s.set_epoch(epoch)
+    assert list(s) == full[k:] and list(s) == full
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 300), st.integers(2, 40), st.integers(2, 30), st.integers(0, 2**31))
+def test_block_batches_are_runs_of_consecutive_positions(n, batch, block, seed):
+    perm = np.random.default_rng(seed).permutation(n)
+    for b in _block_batches(n, batch, block, 1, 0, seed, 0, order=perm):
+        positions = np.sort(np.argsort(perm)[b])  # back to positions: runs of consecutive ones
+        runs = 1 + int((np.diff(positions) != 1).sum())
+        # a batch spans at most ceil(batch / block) + 1 full blocks (+ the short last block), each a run
+        assert runs <= -(-len(b) // block) + 1 + (n % block > 0)
+
+
+def test_block_batches_change_with_seed_and_epoch_and_mix_within_the_batch():
+    a = _block_batches(64, 16, 4, 1, 0, seed=0, epoch=0)
+    assert a != _block_batches(64, 16, 4, 1, 0, seed=0, epoch=1) and a != _block_batches(64, 16, 4, 1, 0, seed=1, epoch=0)
+    assert any(np.any(np.diff(b) != 1) for b in a)  # shuffled inside the batch, not block after block
+
+
+def test_block_sampler_tells_the_dataset_its_epoch_and_refuses_bad_arguments():
+    aug = SeededAugment(range(8), lambda g: (lambda x: x), seed=0)
+    BlockBatchSampler(8, 2, 2, dataset=aug).set_epoch(4)
+    assert aug.epoch == 4
+    for kwargs in ({"n": 0}, {"batch_size": 0}, {"block_size": 0}, {"rank": 2, "num_replicas": 2},
+                   {"order": [0, 0, 1, 2, 3, 4, 5, 6]}):
+        args = {"n": 8, "batch_size": 2, "block_size": 2, **kwargs}
+        with pytest.raises(ValueError):
+            BlockBatchSampler(args.pop("n"), args.pop("batch_size"), args.pop("block_size"), **args)
+
+
+def test_a_trainer_reshuffles_block_batches_every_epoch():
+    """Lightning sets the epoch through ``loader.batch_sampler.sampler``: epoch e of a fit is the
+    sampler's epoch-e order, not epoch 0's repeated."""
+    import lightning as L
+
+    class Record(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen: dict[int, list[list[int]]] = {}
+
+        def training_step(self, batch, _):
+            self.seen.setdefault(self.current_epoch, []).append(batch.tolist())
+            return (self.w * 0).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    sampler = BlockBatchSampler(40, 8, 4, seed=5, drop_last=True)
+    loader = DataLoader(list(range(40)), batch_sampler=sampler)
+    model = Record()
+    L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(model, loader)
+    expected = {}
+    for epoch in range(3):
+        reference = BlockBatchSampler(40, 8, 4, seed=5, drop_last=True)
+        reference.set_epoch(epoch)
+        expected[epoch] = list(reference)
+    assert model.seen == expected
+    assert expected[0] != expected[1] != expected[2]

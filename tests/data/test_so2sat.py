@@ -259,3 +259,165 @@ def test_generated_torchgeo_layout_matches_torchgeos_so2sat_fixtures(tmp_path):
             assert (f["label"][:].sum(1) == 1).all()
     if SHARED_TORCHGEO.is_dir():  # torchgeo's own files, when the developers' copy is beside the repo
         assert describe(SHARED_TORCHGEO, "so2sat") == generated
+
+
+# -- batched reads --------------------------------------------------------------------------------
+def _same_samples(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.keys() == b.keys()
+        assert a["image"].dtype == b["image"].dtype and a["image"].shape == b["image"].shape
+        assert a["image"].is_contiguous() and torch.equal(a["image"], b["image"])
+        assert torch.equal(a["channels"], b["channels"])
+        assert all(a[k] == b[k] and type(a[k]) is type(b[k]) for k in a if k not in ("image", "channels"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["2", "3_random"]), st.sampled_from(["train", "validation", "test"]),
+       st.sampled_from([None, "sentinel2", "S2_B04,S1_B2,S2_B02"]), st.data())
+def test_batched_read_equals_per_sample_reads(synth_v3, version, split, bands, data):
+    root = synth_v3[version]
+    ds = So2Sat(root, split, version=version, bands=bands, transform=so2sat.normalization(version))
+    indices = data.draw(st.lists(st.integers(-len(ds), len(ds) - 1), min_size=1, max_size=40))
+    _same_samples(ds.__getitems__(indices), [ds[i] for i in indices])
+
+
+def test_batched_read_of_torchgeo_uint8_fixtures(torchgeo_fixtures):
+    for version in FILENAMES:
+        ds = So2Sat(torchgeo_fixtures / "so2sat", "train", version=version)
+        idx = list(range(len(ds)))[::-1]
+        _same_samples(ds.__getitems__(idx), [ds[i] for i in idx])
+
+
+def test_batched_read_reads_one_slice_per_run(synth_v3, monkeypatch):
+    ds = So2Sat(synth_v3["2"], "train")
+    ds.raw_reads = False  # the h5py path (compressed files take it)
+    calls = []
+    f = ds._h5()
+
+    class Spy:
+        def __getitem__(self, key):
+            node = f[key]
+
+            class Node:
+                def __getitem__(self, sl):
+                    calls.append((key, sl))
+                    return node[sl]
+            return Node()
+
+    monkeypatch.setattr(ds, "_h5", lambda: Spy())
+    ds.__getitems__([10, 3, 11, 2, 12, 0, 1, 50, 51])
+    assert [sl for key, sl in calls if key == "sen1"] == [slice(0, 13), slice(50, 52)]  # gaps <= max_gap merge
+
+
+def test_batched_read_errors_name_the_row(tmp_path):
+    s2 = np.zeros((3, 32, 32, 10))
+    s2[2, 3, 3, 2] = np.nan
+    _write(tmp_path / "training.h5", sen1=np.zeros((3, 32, 32, 8)), sen2=s2, label=np.eye(17)[:3])
+    ds = So2Sat(tmp_path, "train")
+    with pytest.raises(DataError, match=r"row 2 has non-finite values in bands \['S2_B04'\]"):
+        ds.__getitems__([0, 2])
+    with pytest.raises(IndexError, match="index 3 out of range"):
+        ds.__getitems__([0, 3])
+    assert ds.__getitems__([]) == []
+
+
+def test_batched_reads_with_workers_and_a_batch_sampler(synth_v3):
+    from geovit.data.samplers import BlockBatchSampler
+
+    ds = So2Sat(synth_v3["3_random"], "train", version="3_random")
+    sampler = BlockBatchSampler(len(ds), 8, 4, order=ds.storage_order(), seed=1, drop_last=False)
+    sampler.set_epoch(0)
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=2)
+    seen = []
+    for batch, indices in zip(loader, list(sampler)):
+        assert torch.equal(batch["image"], torch.stack([ds[i]["image"] for i in indices]))
+        seen += indices
+    assert sorted(seen) == list(range(len(ds)))
+    assert np.all(np.diff(ds.rows[ds.storage_order()]) > 0)
+
+
+@pytest.fixture(scope="module")
+def synth_v3(tmp_path_factory):
+    base = tmp_path_factory.mktemp("so2sat_versions")
+    return {"2": write_synthetic(base / "v2", num_samples=60, seed=2),
+            "3_random": write_synthetic(base / "v3", num_samples=60, seed=3, version="3_random")}
+
+
+# -- geolocation ----------------------------------------------------------------------------------
+def test_tfw_to_affine_is_the_world_file_convention():
+    from affine import loadsw
+
+    rng = np.random.default_rng(0)
+    tfw = rng.normal(size=(20, 6)) * [10, 0.1, 0.1, 10, 1e5, 1e6]
+    got = so2sat.tfw_to_affine(tfw)
+    want = np.array([tuple(loadsw(" ".join(map(repr, row.tolist()))))[:6] for row in tfw])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_geolocation_round_trip_and_sample_keys(tmp_path):
+    root = write_synthetic(tmp_path / "s", num_samples=40, version="3_random")
+    assert So2Sat(root, "train", version="3_random").geolocation is None
+    epsg, tfw, city = so2sat.synthetic_geolocation(40, seed=4)
+    city[5] = "São Paulo"  # non-ASCII survives the byte strings
+    so2sat.write_geo_h5(root / "random" / "training_geo.h5", epsg=epsg, tfw=tfw, city=city)
+    with h5py.File(root / "random" / "training_geo.h5") as f:
+        assert f["epsg"].shape == (40, 1) and f["tfw"].shape == (40, 6) and f["city"].shape == (40, 1)
+    for split in ("train", "validation"):
+        ds = So2Sat(root, split, version="3_random")
+        geo = ds.geolocation
+        assert len(geo) == len(ds) and geo.epsg.dtype == np.int64 and geo.transform.dtype == np.float64
+        assert geo.transform.shape == (len(ds), 6) and geo.city.shape == (len(ds),)
+        for i in (0, len(ds) - 1):
+            row = ds.rows[i]
+            sample = ds[i]
+            assert sample["crs"] == f"EPSG:{epsg[row]}" and sample["city"] == city[row]
+            a, b, c, d, e, f = sample["transform"]
+            assert isinstance(sample["transform"], tuple) and all(isinstance(v, float) for v in sample["transform"])
+            # the centre of the upper-left pixel is (C, F) of the world file
+            assert (a * 0.5 + b * 0.5 + c, d * 0.5 + e * 0.5 + f) == pytest.approx((tfw[row, 4], tfw[row, 5]))
+    ds = So2Sat(root, "train", version="3_random", cities=["São Paulo"])
+    assert len(ds) == 1 and ds[0]["city"] == "São Paulo" and ds.rows.tolist() == [5]
+
+
+def test_geolocation_file_problems_are_named(tmp_path):
+    root = write_synthetic(tmp_path / "s", num_samples=20)
+    epsg, tfw, city = so2sat.synthetic_geolocation(19)
+    so2sat.write_geo_h5(root / "training_geo.h5", epsg=epsg, tfw=tfw, city=city)
+    with pytest.raises(DataError, match=r"training_geo\.h5: holds 19 rows but its image file holds 20"):
+        So2Sat(root, "train")
+    _write(root / "training_geo.h5", epsg=np.zeros((20, 1), int), city=np.array([[b"x"]] * 20))
+    with pytest.raises(DataError, match=r"training_geo\.h5: missing dataset\(s\) \['tfw'\]"):
+        So2Sat(root, "train")
+    with pytest.raises(GeovitError, match=r"rows"):
+        so2sat.write_geo_h5(root / "x_geo.h5", epsg=[1, 2], tfw=np.zeros((3, 6)), city=["a", "b"])
+    with pytest.raises(GeovitError, match=r"testing_geo\.h5, which does not exist"):
+        So2Sat(root, "test", cities=["berlin"])
+
+
+@pytest.mark.parametrize("layout", ["chunked per row", "contiguous", "compressed"])
+def test_memory_mapped_rows_equal_h5py_rows(tmp_path, layout):
+    rng = np.random.default_rng(0)
+    n = 50
+    arrays = {"sen1": rng.normal(size=(n, 32, 32, 8)), "sen2": rng.normal(size=(n, 32, 32, 10)).astype(np.float32),
+              "label": np.eye(17)[rng.integers(0, 17, n)]}
+    with h5py.File(tmp_path / "training.h5", "w") as f:
+        for key, value in arrays.items():
+            if layout == "chunked per row":
+                f.create_dataset(key, data=value, chunks=(1, *value.shape[1:]))
+                f.create_dataset(key + "_pad", data=np.zeros(3))  # interleave other storage between chunks
+            elif layout == "contiguous":
+                f.create_dataset(key, data=value)
+            else:
+                f.create_dataset(key, data=value, compression="gzip", chunks=(5, *value.shape[1:]))
+    ds = So2Sat(tmp_path, "train")
+    readers = ds._row_readers()
+    assert all(isinstance(r, so2sat.RawRows) for r in readers.values()) == (layout != "compressed")
+    for key, value in arrays.items():
+        for start, stop in ((0, n), (7, 9), (49, 50), (3, 3)):
+            got = readers[key][start:stop]
+            assert got.dtype == value.dtype and np.array_equal(got, value[start:stop])
+    idx = rng.integers(0, n, 40).tolist()
+    plain = So2Sat(tmp_path, "train")
+    plain.raw_reads = False
+    _same_samples(ds.__getitems__(idx), plain.__getitems__(idx))
