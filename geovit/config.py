@@ -37,6 +37,11 @@ PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-t
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 #: So2Sat versions (``geovit.data.so2sat.FILENAMES``; spelled out to keep this module light)
 SO2SAT_VERSIONS = ("2", "3_random", "3_block", "3_culture_10")
+#: help of the So2Sat loader settings shared by ``train`` and ``pretrain``
+VAL_CITIES_HELP = ("comma list of So2Sat cities of the training file held out as the validation split "
+                   "(needs training_geo.h5 beside it; none: the version's validation split)")
+SO2SAT_READS_HELP = ("So2Sat training reads: block (batches of runs of consecutive rows, one HDF5 slice each) "
+                     "or sample (per-sample shuffle)")
 
 
 class ConfigError(GeovitError):
@@ -215,7 +220,11 @@ class Config:
         self.check()
 
     def check(self) -> None:
-        """Cross-field rules of a command (override; raise :class:`ConfigError`)."""
+        """Check the command's cross-field rules (overridden per command).
+
+        Raises:
+            ConfigError: naming the field, its value and what is allowed.
+        """
 
     @classmethod
     def adjust(cls, data: dict[str, Any], given: set[str]) -> dict[str, Any]:
@@ -263,6 +272,28 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
     return data
 
 
+def compile_unavailable(accelerator: str = "auto") -> str | None:
+    """Why ``torch.compile`` cannot run here (in words), or None when it can.
+
+    ``torch.compile`` needs torch ≥ 2 and, for CPU code (``accelerator`` cpu, or auto without a
+    GPU), a C++ compiler: the one ``$CXX`` names, else ``g++``, ``c++`` or ``clang++`` on the PATH.
+    """
+    import os
+    import shutil
+
+    import torch
+
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile (torch >= 2 is needed)"
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu:
+        names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+        if not any(shutil.which(n) for n in names):
+            return ("torch.compile on the CPU needs a C++ compiler and none was found "
+                    f"({' / '.join(names)}); install one (e.g. apt-get install g++) or set CXX")
+    return None
+
+
 _DEVICES = re.compile(r"^(auto|-1|\d+|\d+(,\d+)*,?)$")
 
 
@@ -296,8 +327,15 @@ class TrainerConfig(Config):
     num_workers: int = option(0, "DataLoader worker processes", minimum=0)
     precision: str = option("32-true", "Lightning precision", choices=PRECISIONS)
     ckpt_every: typing.Optional[int] = option(None, "also checkpoint every N optimizer steps", minimum=1)
+    compile: bool = option(False, "torch.compile the model (in place: checkpoint keys unchanged); the first "
+                           "steps are slower while it compiles; needs a C++ compiler on the CPU")
 
     def check(self) -> None:
+        """Check the trainer settings (out folder, devices, accelerator) before anything runs.
+
+        Raises:
+            ConfigError: naming the field, its value and what is allowed.
+        """
         out = Path(self.out).expanduser()
         if out.exists() and not out.is_dir():
             raise ConfigError("out", self.out, "a folder (this path is an existing file)")
@@ -316,6 +354,10 @@ class TrainerConfig(Config):
 
             if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
                 raise ConfigError("accelerator", self.accelerator, "cpu or auto: no MPS device on this machine")
+        if self.compile:
+            problem = compile_unavailable(self.accelerator)
+            if problem:
+                raise ConfigError("compile", self.compile, f"false: {problem}")
         if devices == "-1" and self.accelerator in ("auto", "cpu"):
             import torch
 
@@ -348,6 +390,8 @@ class ClassifyConfig(TrainerConfig):
     weight_decay: float = option(0.04, "AdamW weight decay (weights only)", minimum=0)
     warmup_steps: int = option(100, "linear warm-up steps", minimum=0)
     synthetic_samples: int = option(2048, "training samples of the synthetic set written without data", minimum=17)
+    val_cities: typing.Optional[str] = option(None, VAL_CITIES_HELP)
+    so2sat_reads: str = option("block", SO2SAT_READS_HELP, choices=("block", "sample"))
 
     def check(self) -> None:
         super().check()
@@ -370,6 +414,11 @@ class DemoConfig(ClassifyConfig):
     synthetic_samples: int = option(1536, "training samples of the synthetic set", minimum=17)
 
     def check(self) -> None:
+        """The trainer checks, and no ``data`` (the demo makes its own).
+
+        Raises:
+            ConfigError: naming the field, its value and what is allowed.
+        """
         super().check()
         if self.data is not None:
             raise ConfigError("data", self.data, "null: the demo runs on its own synthetic data (use `geovit train`)")
@@ -388,6 +437,8 @@ class PretrainConfig(TrainerConfig):
     model: str = option("chamaevit_small_patch8", "registered ChA-MAEViT variant")
     model_kwargs: dict = option({}, "constructor overrides, e.g. {\"depth\": 4, \"decoder\": {\"dcp_mask_ratio\": 0.5}}")
     so2sat_version: str = option("2", "So2Sat version", choices=SO2SAT_VERSIONS)
+    val_cities: typing.Optional[str] = option(None, VAL_CITIES_HELP)
+    so2sat_reads: str = option("block", SO2SAT_READS_HELP, choices=("block", "sample"))
     image_size: typing.Optional[int] = option(None, "resize microscopy cells to this size (So2Sat: 32; default 224)",
                                               minimum=1)
     lr: float = option(4e-4, "peak learning rate (AdamW)", minimum=0, exclusive=True)
@@ -396,6 +447,20 @@ class PretrainConfig(TrainerConfig):
     grad_clip: float = option(1.0, "gradient-norm clipping", minimum=0)
     mask_ratio: typing.Optional[float] = option(None, "DCP mask ratio (default: the model recipe's)",
                                                 minimum=0, maximum=1, exclusive=True)
+    decoder_type: typing.Optional[str] = option(
+        None, "chamaevit_decoder: one channel-aware decoder for all channels (§3.3); camae_decoder: one decoder "
+        "per channel, CA-MAE style (the paper's Table 4 ablation) (default: the model's)",
+        choices=("chamaevit_decoder", "camae_decoder"))
+    use_self_image_norm: typing.Optional[bool] = option(
+        None, "standardise every channel of every image over its pixels before the encoder, so the "
+        "reconstruction targets are self-normalised (reference option; default: the model's, off)")
+    channel_sampling: typing.Optional[str] = option(
+        None, "hcs: Hierarchical Channel Sampling of the input channels every step, before DCP; none: off "
+        "(default: the model's, off)", choices=("none", "hcs"))
+    channel_sampling_min: typing.Optional[int] = option(None, "fewest channels a channel-sampling draw keeps "
+                                                        "(default 1)", minimum=1)
+    channel_sampling_max: typing.Optional[int] = option(None, "most channels a channel-sampling draw keeps "
+                                                        "(default: all)", minimum=1)
     augment: bool = option(True, "seeded flips / 90° rotations")
     synthetic_samples: typing.Optional[int] = option(None, "size of the synthetic set written without data", minimum=1)
     plot_samples: int = option(2, "samples in the per-epoch reconstruction plot", minimum=0)
@@ -436,6 +501,15 @@ class PretrainConfig(TrainerConfig):
         check_model_name("model", self.model, "chamaevit")
         if self.dataset == "so2sat" and self.image_size not in (None, 32):
             raise ConfigError("image_size", self.image_size, "32 or null: So2Sat patches are 32×32")
+        if self.dataset != "so2sat" and self.val_cities is not None:
+            raise ConfigError("val_cities", self.val_cities, f"null: cities are So2Sat's (dataset is {self.dataset})")
+        low, high = self.channel_sampling_min, self.channel_sampling_max
+        if low is not None and high is not None and high < low:
+            raise ConfigError("channel_sampling_max", high, f"null or an integer ≥ channel_sampling_min = {low}")
+        if self.channel_sampling in (None, "none") and (low is not None or high is not None):
+            key = "channel_sampling_min" if low is not None else "channel_sampling_max"
+            raise ConfigError(key, getattr(self, key), "null unless channel_sampling is hcs (it bounds HCS draws); "
+                              "add --channel-sampling hcs")
 
 
 @dataclass

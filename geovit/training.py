@@ -6,6 +6,9 @@
   redirected, the expected run time after the first steps, CSV and TensorBoard logs under ``out``, checkpoints written atomically (temp file
   + rename) every ``ckpt_every`` steps plus ``last.ckpt`` every epoch and at the end, and
   ``best-*.ckpt`` on the task's monitored metric.
+* ``compile`` (``--compile``): :func:`compile_task` runs ``torch.compile`` on the modules the
+  task's training step calls (:meth:`geovit.tasks.base.BaseTask.compile_targets`), in place, so
+  checkpoint keys stay the same and a compiled run's checkpoint loads into an uncompiled model.
 * :func:`resume_path` turns ``resume`` (a path, or ``last``) into a checkpoint path after checking,
   with a ``weights_only`` read, that it is a checkpoint of the expected family.
 """
@@ -168,6 +171,45 @@ def _final_checkpoint(ckpt_dir: Path):
     return FinalCheckpoint()
 
 
+def compile_task(task) -> list[str]:
+    """``torch.compile`` the modules of ``task`` its training step calls, in place.
+
+    The targets come from ``task.compile_targets()`` (default: the task's ``model``); each is
+    compiled with :meth:`torch.nn.Module.compile`, which keeps parameter names (no ``_orig_mod.``).
+
+    Returns:
+        The compiled modules' names (for the log).
+
+    Raises:
+        GeovitError: ``torch.compile`` is not available here (no torch 2, no C++ compiler on the CPU).
+    """
+    from geovit.config import compile_unavailable
+
+    device = next(iter(task.parameters()), torch.empty(0)).device
+    problem = compile_unavailable("cpu" if device.type == "cpu" else "gpu")
+    if problem:
+        raise GeovitError(f"--compile: {problem}")
+    targets = task.compile_targets() if hasattr(task, "compile_targets") else {"model": task.model}
+    for module in targets.values():
+        module.compile()
+    return list(targets)
+
+
+def _compile_callback():
+    from lightning.pytorch.callbacks import Callback
+
+    class CompileModel(Callback):
+        """Compile the task's modules when fitting starts (after a resumed checkpoint is loaded)."""
+
+        def on_fit_start(self, trainer, pl_module):
+            names = compile_task(pl_module)
+            if trainer.is_global_zero:
+                shown = names if len(names) <= 4 else names[:3] + [f"... ({len(names)} modules)"]
+                print(f"torch.compile: {', '.join(shown)} (the first steps compile and are slower)", flush=True)
+
+    return CompileModel()
+
+
 def build_trainer(
     cfg: TrainerConfig,
     *,
@@ -211,6 +253,8 @@ def build_trainer(
             dirpath=ckpt_dir, filename="step-{step}", every_n_train_steps=cfg.ckpt_every, save_top_k=-1,
         ))
     cbs.append(_final_checkpoint(ckpt_dir))
+    if getattr(cfg, "compile", False):
+        cbs.append(_compile_callback())
     cbs.extend(callbacks)
     max_steps = cfg.max_steps if cfg.max_steps is not None else max_steps
     max_epochs = cfg.max_epochs if cfg.max_epochs is not None else max_epochs

@@ -23,8 +23,17 @@ Protocol, per seed (data seed = run seed; the built-in SYNTHETIC So2Sat, 1536 / 
 
     python bench/claims/chamae_probe.py --seeds 0 1 2
     python bench/claims/chamae_probe.py --report
+    python bench/claims/chamae_probe.py --seeds 0 1 2 --use-self-image-norm --mae-loss-norm none
+    python bench/claims/chamae_probe.py --seeds 0 1 2 --channel-sampling hcs
 
-Writes ``bench/claims/results/raw/chamae_*.json`` and ``chamae_probe.md``.
+The reference options of the MAE variant (``--use-self-image-norm``, ``--mae-loss-norm``,
+``--decoder-type``, ``--channel-sampling``) are part of a run's name: their raw results and
+table (``chamae_probe_steps{N}_{options}.md``) sit beside the default run's. With
+``--baseline-from-default`` only the MAE variant is trained (the random-init and supervised rows
+of the default run at the same steps and seeds are reused in the table: they do not depend on
+the MAE options).
+
+Writes ``bench/claims/results/raw/chamae_*.json`` and ``chamae_probe_steps{N}[_{options}].md``.
 """
 from __future__ import annotations
 
@@ -88,6 +97,27 @@ def _recon_losses(out: Path) -> dict:
     return {"recon_first": values[0] if values else None, "recon_last": sum(tail) / len(tail) if tail else None}
 
 
+def option_tag(args: argparse.Namespace) -> str:
+    """The MAE options that differ from the default run, as a file-name suffix ("" for none)."""
+    parts = []
+    if args.use_self_image_norm:
+        parts.append("selfnorm")
+    if args.mae_loss_norm != "norm_pix_loss":
+        parts.append(f"target-{args.mae_loss_norm}")
+    if args.decoder_type != "chamaevit_decoder":
+        parts.append(args.decoder_type)
+    if args.channel_sampling != "none":
+        parts.append(args.channel_sampling)
+    return "_".join(parts)
+
+
+def mae_options(args: argparse.Namespace) -> dict:
+    """Model keywords of the MAE variant's reference options."""
+    return {"use_self_image_norm": bool(args.use_self_image_norm),
+            "mae_loss_norm": None if args.mae_loss_norm == "none" else args.mae_loss_norm,
+            "channel_sampling": None if args.channel_sampling == "none" else args.channel_sampling}
+
+
 def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
     """The three variants of one seed; returns their raw results."""
     import torch
@@ -100,7 +130,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
     from geovit.tasks.probe import probe_channel_sets, random_init_like
     from geovit.tasks.robustness import evaluate_subsets
 
-    runs = Path(args.runs) / f"chamae_steps{args.steps}"
+    tag = option_tag(args)
+    runs = Path(args.runs) / (f"chamae_steps{args.steps}" + (f"_{tag}" if tag else ""))
     root = synthetic_root(Path(args.runs), args.num_samples, seed)
     train_dl, test_dl = _loaders(root)
     sets = _sets()
@@ -113,15 +144,18 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
         "out": str(out), "data": str(root), "seed": seed, "max_steps": args.steps, "batch_size": 64,
         "model": "chamaevit_tiny_patch8", "lr": args.lr, "warmup_steps": max(1, args.steps // 10),
         "mask_ratio": args.mask_ratio, "plot_samples": 0,
-        "model_kwargs": {**ENCODER, "cross_entropy_lambda": 0.0, "decoder": {"num_heads": 3}},
+        "model_kwargs": {**ENCODER, "cross_entropy_lambda": 0.0, **mae_options(args),
+                         "decoder": {"num_heads": 3, "decoder_type": args.decoder_type}},
     })
     t0 = time.time()
     run_pretraining(cfg)
     secs = time.time() - t0
     model, _ = load_pretrained(out / "checkpoints" / "last.ckpt")
     rows = probe_channel_sets(model, train_dl, test_dl, sets, "so2sat", seed=seed, log=print)
-    results.append({**common, "variant": "mae", "lr": args.lr, "mask_ratio": args.mask_ratio,
+    results.append({**common, "variant": "mae", "lr": args.lr, "mask_ratio": args.mask_ratio, "options": tag,
                     "train_seconds": round(secs, 1), "rows": rows, **_recon_losses(out)})
+    if args.baseline_from_default:
+        return results
 
     # 2. the same architecture, random weights
     rows = probe_channel_sets(random_init_like(model, seed=seed), train_dl, test_dl, sets, "so2sat", seed=seed, log=print)
@@ -146,11 +180,12 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
     return results
 
 
-def report(steps: int) -> str:
-    """Markdown tables of every raw result of ``steps``."""
-    raws = [r for r in read_raw("chamae_") if r["steps"] == steps]
-    if not raws:
-        return f"no raw results for {steps} steps"
+def report(steps: int, tag: str = "") -> str:
+    """Markdown tables of every raw result of ``steps`` (MAE rows: those of the options ``tag``)."""
+    raws = [r for r in read_raw("chamae_") if r["steps"] == steps
+            and (r["variant"] != "mae" or r.get("options", "") == tag)]
+    if not raws or not any(r["variant"] == "mae" for r in raws):
+        return f"no raw results for {steps} steps" + (f" with the MAE options {tag}" if tag else "")
     seeds = sorted({r["seed"] for r in raws})
     names = {"mae": "ChA-MAEViT, MAE only", "random_init": "same architecture, random init",
              "supervised": "supervised ChannelViT (HCS)"}
@@ -173,10 +208,12 @@ def report(steps: int) -> str:
     secs = {v: mean_sd([r["train_seconds"] for r in raws if r["variant"] == v], 0) for v in ("mae", "supervised")}
     m0 = mae[0] if mae else {}
     return (f"### ChA-MAEViT MAE-only pretraining → frozen probes — {steps} optimizer steps, batch 64, "
-            f"seeds {', '.join(map(str, seeds))}\n\n"
+            f"seeds {', '.join(map(str, seeds))}" + (f" — MAE options: {tag}" if tag else "") + "\n\n"
             f"Test accuracy (mean ± sd over {len(seeds)} seeds; majority-class chance {chance}). MAE: lr "
             f"{m0.get('lr', 'n/a')}, DCP mask ratio {m0.get('mask_ratio', 'n/a')}; reconstruction loss "
-            f"(per-patch normalised targets, 1.0 = predicting the patch mean) {first} at the first logged step → "
+            + ("(per-patch normalised targets, 1.0 = predicting the patch mean) " if "target-" not in tag
+               else f"(targets: {tag}) ")
+            + f"{first} at the first logged step → "
             f"{last} over the last tenth of the run.\n\n"
             + markdown_table(("encoder", "classifier", *[c for c, _ in SETS]), rows)
             + f"\n\nTraining wall time per run (s, shared 2-core CPU, 1 thread): MAE {secs['mae']}, "
@@ -193,18 +230,32 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default="runs/claims")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--use-self-image-norm", action="store_true",
+                        help="MAE variant: standardise every image and channel before the encoder (reference option)")
+    parser.add_argument("--mae-loss-norm", choices=("norm_pix_loss", "instance_norm", "none"), default="norm_pix_loss",
+                        help="MAE variant: reconstruction target normalisation")
+    parser.add_argument("--decoder-type", choices=("chamaevit_decoder", "camae_decoder"), default="chamaevit_decoder")
+    parser.add_argument("--channel-sampling", choices=("none", "hcs"), default="none",
+                        help="MAE variant: Hierarchical Channel Sampling before DCP")
+    parser.add_argument("--baseline-from-default", action="store_true",
+                        help="train only the MAE variant; the other rows come from the default run's raw results")
     args = parser.parse_args(argv)
     from geovit._io import atomic_write_text
 
     setup_threads(args.threads)
     quiet_lightning()
     run_cli_banner("chamae_probe", args)
+    tag = option_tag(args)
     if not args.report:
         for seed in args.seeds:
             for raw in run_seed(seed, args):
-                write_raw(f"chamae_steps{args.steps}_seed{seed}_{raw['variant']}", raw)
-    text = report(args.steps)
-    atomic_write_text(RESULTS / f"chamae_probe_steps{args.steps}.md", text)
+                name = raw["variant"] + (f"_{tag}" if tag and raw["variant"] == "mae" else "")
+                write_raw(f"chamae_steps{args.steps}_seed{seed}_{name}", raw)
+    text = report(args.steps, tag)
+    if text.startswith("no raw results"):
+        print(text)
+        return 1
+    atomic_write_text(RESULTS / (f"chamae_probe_steps{args.steps}" + (f"_{tag}" if tag else "") + ".md"), text)
     print(text)
     return 0
 

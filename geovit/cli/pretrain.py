@@ -22,20 +22,40 @@ from geovit.errors import GeovitError
 
 
 def say(message: str, synthetic: bool) -> None:
+    """Print ``message``, prefixed with the synthetic-data banner when ``synthetic``."""
     from geovit.data.registry import SYNTHETIC_BANNER
 
     print(f"{SYNTHETIC_BANNER} {message}" if synthetic else message, flush=True)
 
 
 def make_datamodule(dataset: str, root: Path, *, channels, image_size: int | None, so2sat_version: str = "2",
-                    batch_size: int, num_workers: int = 0, seed: int = 0, augment: bool = False):
-    """The registered DataModule of ``dataset`` with the pretraining settings."""
+                    batch_size: int, num_workers: int = 0, seed: int = 0, augment: bool = False,
+                    so2sat_reads: str = "block", val_cities: str | None = None):
+    """The registered DataModule of ``dataset`` with the pretraining settings.
+
+    Args:
+        dataset: registered dataset name.
+        root: its folder.
+        channels: channel preset, names or ids (None: the whole table).
+        image_size: microscopy cell size (None: 224; So2Sat is always 32).
+        so2sat_version: So2Sat version.
+        batch_size: samples per step.
+        num_workers: DataLoader workers.
+        seed: order and augmentation seed.
+        augment: seeded flips / rotations.
+        so2sat_reads: ``block`` or ``sample`` (So2Sat only).
+        val_cities: comma list of So2Sat cities held out for validation (So2Sat only).
+
+    Returns:
+        The DataModule.
+    """
     from geovit.data.registry import get_dataset
 
     datamodule = get_dataset(dataset).load("datamodule")
     common = dict(batch_size=batch_size, num_workers=num_workers, seed=seed, augment=augment)
     if dataset == "so2sat":
-        return datamodule(root, version=so2sat_version, bands=channels, **common)
+        return datamodule(root, version=so2sat_version, bands=channels, reads=so2sat_reads, val_cities=val_cities,
+                          **common)
     return datamodule(root, channels=channels, image_size=image_size or 224, **common)
 
 
@@ -59,6 +79,15 @@ def model_kwargs_for(cfg: PretrainConfig, table_size: int, image_size: int, num_
         kwargs.setdefault("num_classes", num_classes)
     if cfg.mask_ratio is not None:
         kwargs["decoder"] = {**dict(kwargs.get("decoder") or {}), "dcp_mask_ratio": cfg.mask_ratio}
+    if cfg.decoder_type is not None:
+        kwargs["decoder"] = {**dict(kwargs.get("decoder") or {}), "decoder_type": cfg.decoder_type}
+    if cfg.use_self_image_norm is not None:
+        kwargs["use_self_image_norm"] = cfg.use_self_image_norm
+    if cfg.channel_sampling is not None:
+        kwargs["channel_sampling"] = None if cfg.channel_sampling == "none" else cfg.channel_sampling
+    for name in ("channel_sampling_min", "channel_sampling_max"):
+        if getattr(cfg, name) is not None:
+            kwargs[name] = getattr(cfg, name)
     return kwargs
 
 
@@ -87,7 +116,8 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
     try:
         dm = make_datamodule(cfg.dataset, root, channels=cfg.channels, image_size=cfg.image_size,
                              so2sat_version=cfg.so2sat_version, batch_size=cfg.batch_size,
-                             num_workers=cfg.num_workers, seed=cfg.seed, augment=cfg.augment)
+                             num_workers=cfg.num_workers, seed=cfg.seed, augment=cfg.augment,
+                             so2sat_reads=cfg.so2sat_reads, val_cities=cfg.val_cities)
     except GeovitError as err:
         raise _channels_error(err, cfg.dataset) if "channel" in str(err) else err from None
     dm.setup("fit")
@@ -205,6 +235,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
+    """Register ``geovit pretrain`` and ``geovit probe`` on the subparsers ``sub``."""
     p = sub.add_parser("pretrain", help="ChA-MAEViT channel-aware MAE pretraining (So2Sat, JUMP-CP, CHAMMI)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(p, PretrainConfig)

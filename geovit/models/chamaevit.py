@@ -18,7 +18,14 @@ and the dossier ``specs/chamaevit.md`` (facts only).
   the paper's MLP after the fusion is the classifier head Linear(D,4D)-GELU-Linear(4D,K).
 * §3.3 channel-aware decoder: a single decoder for all channels; visible outputs + mask tokens,
   un-shuffled, with the *encoder's* channel tokens and positions added; per-channel patch
-  reconstruction (Linear D -> p²).
+  reconstruction (Linear D -> p²). ``decoder={"decoder_type": "camae_decoder"}`` is the ablation
+  of Table 4, "w/o channel-aware decoder (separate decoders)": CA-MAE's decoder (Kraus et al.,
+  CVPR 2024) with one decoder per channel (:class:`CAMAEDecoder`).
+* Options of the reference code (``configs/model/multi_channel_vit.yaml``), off by default:
+  ``use_self_image_norm`` -- every channel of every image is standardised over its H x W pixels
+  (InstanceNorm2d without parameters, eps 1e-5) before the encoder, so the reconstruction
+  targets are self-normalised too; ``channel_sampling="hcs"`` -- Hierarchical Channel Sampling
+  (ChannelViT §3.2) of the input channels in :meth:`ChAMAEViT.pretrain_step`, before DCP.
 * §3.4 losses (:mod:`geovit.models.chamae_losses`):
   ``loss = mae_λ·[(1-λf)·recon + λf·fourier] + ce_λ·CE + proxy_λ·proxy + w_tok·token_div +
   w_ch·channel_div``.
@@ -53,25 +60,34 @@ from geovit.models.chamae_losses import (
 from geovit.models.chamae_masking import (
     DCPMasks, check_mask_ratio, check_strategy_probabilities, dynamic_channel_patch_masking, sample_dcp_strategy,
 )
+from geovit.models.channel_sampling import check_count_bounds, hcs_draw
 from geovit.models.layers import (
     BoundChannelsMixin,
     CHANNEL_INITS, VIT_HEADS_BY_WIDTH, VIT_SIZES, ChannelIds, PatchEmbedPerChannel, channel_table_from_5d,
     tile_pos_embed, trunc_normal_init,
 )
 
-__all__ = ["ChAMAEViT", "DCPMasks", "build", "checkpoint_filter_fn", "infer_config", "load_official"]
+__all__ = ["CAMAEDecoder", "ChAMAEViT", "ChannelAwareDecoder", "DCPMasks", "build", "checkpoint_filter_fn",
+           "infer_config", "load_official", "self_image_norm"]
 
 POOLINGS = ("cls_attn_pooling_sigmoid", "cls_attn_pooling", "cls_token")
 MAE_LOSS_NORMS = ("norm_pix_loss", "instance_norm", None)
+#: ``decoder.decoder_type``: the shared channel-aware decoder (§3.3) or CA-MAE's per-channel decoders.
+DECODER_TYPES = ("chamaevit_decoder", "camae_decoder")
+#: ``channel_sampling``: none, or Hierarchical Channel Sampling (the reference's ``training_sample: hcs``).
+CHANNEL_SAMPLINGS = (None, "hcs")
+#: eps of the reference's InstanceNorm2d (``use_self_image_norm`` and ``mae_loss_norm="instance_norm"``).
+SELF_NORM_EPS = 1e-5
 
 #: Channel-aware decoder settings (the ``decoder`` block of the official config). Depth 1 and
 #: 16 heads as every official run; DCP "Alternate" (0.5 / 0.5, r = 0.75) as the official yaml.
 DEFAULT_DECODER: dict[str, Any] = {
-    "depth": 1, "num_heads": 16, "mlp_ratio": 4.0, "qkv_bias": False, "embed_dim": None,
+    "decoder_type": "chamaevit_decoder", "depth": 1, "num_heads": 16, "mlp_ratio": 4.0, "qkv_bias": False,
+    "embed_dim": None,
     "dcp_mask_ratio": 0.75, "dcp_p_patch": 0.5, "dcp_p_channel": 0.5, "dcp_at_least_mask_one_channel": False,
 }
 #: official decoder keys that carry no information for geovit (accepted, then dropped).
-_DECODER_IGNORED = ("decoder_type", "norm_layer", "mask_recon_fourier_loss")
+_DECODER_IGNORED = ("norm_layer", "mask_recon_fourier_loss")
 
 
 _norm_layer = partial(nn.LayerNorm, eps=1e-6)
@@ -133,6 +149,132 @@ class ChannelAwareDecoder(nn.Module):
         return self.norm(x)
 
 
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention of CA-MAE's decoder: queries ``x`` attend the tokens of ``context``.
+
+    Keys as the reference: ``q`` and ``kv`` without bias, ``proj`` with bias, 8 heads, scale
+    head_dim^-1/2.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8):
+        super().__init__()
+        if dim % num_heads:
+            raise GeovitError(f"embed_dim={dim}: CA-MAE's decoder cross-attention has {num_heads} heads; "
+                              f"use an embed_dim divisible by {num_heads}")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, context: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """x (B, N, D) attends context (B, M, D); ``key_mask`` bool (B, 1, 1, M), True = attendable."""
+        b, n, d = x.shape
+        h = self.num_heads
+        q = self.q(x).reshape(b, n, h, d // h).transpose(1, 2)
+        k, v = self.kv(context).reshape(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        return self.proj(o.transpose(1, 2).reshape(b, n, d))
+
+
+class CAMAEDecoder(nn.Module):
+    """One decoder per channel, CA-MAE style (Kraus et al., CVPR 2024): the ablation of ChA-MAEViT
+    Table 4 ("w/o channel-aware decoder (separate decoders)").
+
+    The layout (and so the checkpoint keys) of the ``CAMAEDecoder`` the reference code imports:
+    ``mask_token``; a zero ``placeholder`` (stored, never trained); one ``modality_tokens.{c}``
+    (1, 1, D) per channel id of the table; a shared ``cross_attention`` (``q``, ``kv``, ``proj``)
+    and ``mlp`` (``fc1``, ``fc2``) with ``query_norm`` / ``context_norm`` / ``out_norm``; and
+    ``decoders.{c}.{j}``, ``depth`` pre-norm blocks per channel id. No final norm.
+
+    Forward (§3.3 ablation): visible outputs + mask tokens are un-shuffled; each patch gets the
+    encoder's positional embedding and the *decoder's own* modality token of its channel (not the
+    encoder's channel token); every channel's tokens cross-attend all patch tokens of the sample
+    (real channels only), with no residual, then ``x + mlp(out_norm(x))``; then the tokens of
+    each channel run through the decoder of its channel id alone (attention within the channel).
+    Padded channel slots output the placeholder. (The reference's regular-batch path takes the
+    modality tokens in ascending id order but the decoders in input order; here both follow the
+    input order, which is the same for ascending ids.)
+    """
+
+    def __init__(self, num_channels: int, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float,
+                 qkv_bias: bool):
+        super().__init__()
+        from timm.layers import Mlp
+
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.register_buffer("placeholder", torch.zeros(1, 1, embed_dim))
+        self.modality_tokens = nn.ParameterList([nn.Parameter(torch.zeros(1, 1, embed_dim))
+                                                 for _ in range(num_channels)])
+        self.cross_attention = CrossAttention(embed_dim)
+        self.mlp = Mlp(embed_dim, hidden_features=int(embed_dim * mlp_ratio))
+        self.decoders = nn.ModuleList([
+            nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                                  norm_layer=_norm_layer, act_layer=nn.GELU) for _ in range(depth)])
+            for _ in range(num_channels)
+        ])
+        self.context_norm = _norm_layer(embed_dim)
+        self.query_norm = _norm_layer(embed_dim)
+        self.out_norm = _norm_layer(embed_dim)
+
+    def forward(self, latent: Tensor, ind_restore: Tensor, ids: Tensor, pos_embed: Tensor, num_extra_tokens: int,
+                valid: Tensor | None) -> Tensor:
+        """``latent`` (B, E + N_vis, D) projected encoder output -> decoder tokens (B, E + L, D).
+
+        ``ids`` (n, C) absolute channel ids (n = 1: shared by the batch); ``valid`` (B, C) bool
+        for padded batches, else None.
+        """
+        b, _, d = latent.shape
+        e, length, c = num_extra_tokens, ind_restore.shape[1], ids.shape[1]
+        per = length // c
+        visible = latent[:, e:]
+        patches = torch.cat([visible, self.mask_token.expand(b, length - visible.shape[1], d)], dim=1)
+        patches = torch.gather(patches, 1, ind_restore[..., None].expand(-1, -1, d))  # un-shuffle
+        table = torch.cat(list(self.modality_tokens), dim=0).reshape(-1, d)  # (C_table, D)
+        modality = table[ids]
+        if valid is not None:
+            modality = torch.where(valid[..., None], modality, self.placeholder.reshape(1, 1, d))
+        patches = patches + pos_embed[:, e:] + modality.repeat_interleave(per, dim=1)
+        extra = latent[:, :e] + pos_embed[:, :e] + self.placeholder
+        key_mask = None if valid is None else valid.repeat_interleave(per, dim=1)[:, None, None, :]
+        y = self.cross_attention(self.query_norm(patches), self.context_norm(patches), key_mask)
+        y = (y + self.mlp(self.out_norm(y))).reshape(b, c, per, d)
+        if valid is None and ids.shape[0] == 1:  # one channel set for the batch: decoder m on channel m
+            out = torch.stack([self.decoders[int(i)](y[:, m]) for m, i in enumerate(ids[0].tolist())], dim=1)
+        else:  # per-sample ids: each channel id's decoder runs once, on every token group carrying it
+            ids = ids.expand(b, c)
+            real = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid
+            out = self.placeholder.expand(b, c, per, d).clone()
+            for i in torch.unique(ids[real]).tolist():
+                sel = real & (ids == i)
+                out[sel] = self.decoders[i](y[sel])
+        return torch.cat([extra, out.flatten(1, 2)], dim=1)
+
+
+def self_image_norm(x: Tensor, eps: float = SELF_NORM_EPS) -> tuple[Tensor, Tensor, Tensor]:
+    """Standardise every channel of every image over its pixels (InstanceNorm2d, no parameters).
+
+    ``(x - mean) / sqrt(var + eps)`` with mean and the *biased* var over (H, W) of each (image,
+    channel), as the reference's ``use_self_image_norm`` / ``mae_loss_norm="instance_norm"``.
+    An all-zero (padding) channel stays zero.
+
+    Returns:
+        The normalised batch, and the (B, C, 1, 1) mean and std used (to map predictions back).
+    """
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = (x.var(dim=(2, 3), unbiased=False, keepdim=True) + eps).sqrt()
+    return (x - mean) / std, mean, std
+
+
+def _scatter_channels(values: Tensor, positions: Tensor, kept: Tensor, num_channels: int) -> Tensor:
+    """Put per-slot channel values (B, C', ...) back at their input positions (B, C, ...); zeros elsewhere."""
+    b = values.shape[0]
+    spare = num_channels  # slots that hold no channel are written to a spare channel, then dropped
+    index = positions.masked_fill(~kept, spare)
+    index = index.reshape(b, -1, *([1] * (values.ndim - 2))).expand_as(values)
+    out = values.new_zeros((b, num_channels + 1, *values.shape[2:]))
+    return out.scatter(1, index, values)[:, :num_channels]
+
+
 def _key_mask(num_extra: int, tokens_valid: Tensor) -> Tensor:
     """Boolean key mask (B, 1, 1, E + N): extra tokens always attendable."""
     extra = torch.ones(tokens_valid.shape[0], num_extra, dtype=torch.bool, device=tokens_valid.device)
@@ -151,6 +293,23 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
     ``drop_path_rate`` is stochastic depth over the encoder blocks (training only; 0 as the
     official runs). The encoder offers timm's API (``forward_intermediates``, ``feature_info``,
     ``prune_intermediate_layers``, ``reset_classifier``).
+
+    Options of the reference code, off by default (the official runs use none of them):
+
+    * ``decoder={"decoder_type": "camae_decoder"}``: one decoder per channel (:class:`CAMAEDecoder`),
+      the "separate decoders" ablation of the paper's Table 4, instead of the shared
+      channel-aware decoder (§3.3);
+    * ``use_self_image_norm``: every channel of every image is standardised over its pixels
+      (:func:`self_image_norm`) before the encoder, in every forward; the reconstruction target
+      is then the standardised image (``mae_loss_norm`` applies on top of it; with
+      ``mae_loss_norm=None`` the target is exactly the self-normalised image, CA-MAE's target);
+    * ``channel_sampling="hcs"``: Hierarchical Channel Sampling (ChannelViT §3.2, the reference's
+      ``training_sample: hcs``) in :meth:`pretrain_step`: m ~ U{channel_sampling_min ..
+      channel_sampling_max} of the C input channels (bounds clipped to C; max None = C) are kept,
+      once per batch for a regular batch and once per sample for a padded one (Python's
+      ``random``, re-seeded every step by the training task), then DCP masks the kept channels.
+      In the reference HCS replaces DCP (``training_sample`` is one or the other); running both is
+      geovit's combination.
     """
 
     def __init__(
@@ -164,6 +323,8 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
         use_proxy_head: bool = False, diverse_patch_token_weight: float = 1e-5, diverse_patch_token_gamma_s: float = 1.0,
         diverse_patch_token_gamma_d: float = 4.0, diverse_channel_token_weight: float = 1e-4,
         diverse_channel_token_temperature: float = 0.1, drop_path_rate: float = 0.0, default_channels: Any = None,
+        use_self_image_norm: bool = False, channel_sampling: str | None = None, channel_sampling_min: int = 1,
+        channel_sampling_max: int | None = None,
     ):
         super().__init__()
         size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
@@ -177,9 +338,18 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
             raise GeovitError(f"mae_loss_norm: {mae_loss_norm!r}, expected one of {MAE_LOSS_NORMS}")
         if embed_dim % num_heads:
             raise GeovitError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
-        if dict(decoder or {}).get("decoder_type", "chamaevit_decoder") != "chamaevit_decoder":
-            raise GeovitError(f"decoder.decoder_type: {dict(decoder)['decoder_type']!r}; geovit implements the "
-                              "channel-aware decoder 'chamaevit_decoder' only")
+        if dict(decoder or {}).get("decoder_type", "chamaevit_decoder") not in DECODER_TYPES:
+            raise GeovitError(f"decoder.decoder_type: {dict(decoder)['decoder_type']!r}, expected one of "
+                              f"{DECODER_TYPES} (the channel-aware decoder, or CA-MAE's per-channel decoders)")
+        if isinstance(channel_sampling, str) and channel_sampling.lower() in ("none", ""):
+            channel_sampling = None
+        if isinstance(channel_sampling, str):
+            channel_sampling = channel_sampling.lower()
+        if channel_sampling not in CHANNEL_SAMPLINGS:
+            raise GeovitError(f"channel_sampling: {channel_sampling!r}, expected one of {CHANNEL_SAMPLINGS}")
+        check_count_bounds(channel_sampling_min, channel_sampling_max)
+        if not isinstance(use_self_image_norm, bool):
+            raise GeovitError(f"use_self_image_norm: {use_self_image_norm!r}, expected true or false")
         dec = {**DEFAULT_DECODER, **{k: v for k, v in dict(decoder or {}).items() if k not in _DECODER_IGNORED}}
         unknown = sorted(set(dec) - set(DEFAULT_DECODER))
         if unknown:
@@ -204,7 +374,9 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
             "diverse_patch_token_gamma_d": diverse_patch_token_gamma_d,
             "diverse_channel_token_weight": diverse_channel_token_weight,
             "diverse_channel_token_temperature": diverse_channel_token_temperature,
-            "drop_path_rate": drop_path_rate,
+            "drop_path_rate": drop_path_rate, "use_self_image_norm": use_self_image_norm,
+            "channel_sampling": channel_sampling, "channel_sampling_min": channel_sampling_min,
+            "channel_sampling_max": channel_sampling_max,
         }
         self.img_size, self.patch_size, self.in_chans = size[0], patch_size, in_chans
         self.num_features = self.embed_dim = embed_dim
@@ -218,6 +390,12 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
         self.dcp_mask_ratio = dec["dcp_mask_ratio"]
         self.dcp_p_patch, self.dcp_p_channel = dec["dcp_p_patch"], dec["dcp_p_channel"]
         self.dcp_at_least_mask_one_channel = bool(dec["dcp_at_least_mask_one_channel"])
+        self.decoder_type = dec["decoder_type"]
+        #: how the shared patch projection runs: "matmul" (default) or "conv" (see :meth:`_project`)
+        self.patch_projection = "matmul"
+        self.use_self_image_norm = use_self_image_norm
+        self.channel_sampling = channel_sampling
+        self.channel_sampling_min, self.channel_sampling_max = channel_sampling_min, channel_sampling_max
 
         # --- encoder (§3) ---------------------------------------------------------------
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -249,7 +427,12 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
         if proxy_loss_lambda > 0:
             self.proxy_head = nn.Linear(embed_dim, embed_dim) if use_proxy_head else nn.Identity()
         if mae_lambda > 0:
-            self.decoder = ChannelAwareDecoder(embed_dim, dec["depth"], dec["num_heads"], dec["mlp_ratio"], dec["qkv_bias"])
+            if self.decoder_type == "camae_decoder":
+                self.decoder = CAMAEDecoder(in_chans, embed_dim, dec["depth"], dec["num_heads"], dec["mlp_ratio"],
+                                            dec["qkv_bias"])
+            else:
+                self.decoder = ChannelAwareDecoder(embed_dim, dec["depth"], dec["num_heads"], dec["mlp_ratio"],
+                                                   dec["qkv_bias"])
             self.encoder_decoder_proj = nn.Linear(embed_dim, embed_dim)
             self.decoder_pred = nn.Linear(embed_dim, patch_size ** 2)
         self._init_weights()
@@ -265,6 +448,8 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
         self.apply(trunc_normal_init)
         if hasattr(self, "decoder"):
             nn.init.normal_(self.decoder.mask_token, std=0.02)
+            for token in getattr(self.decoder, "modality_tokens", ()):
+                nn.init.normal_(token, std=0.02)
 
     # ------------------------------------------------------------------ input checking
     def _resolve_channels(self, x: Tensor, channels: Any, channel_mask: Tensor | None) -> ChannelIds:
@@ -295,11 +480,26 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
             seq = blk(seq, attn_mask=key_mask)
         return self.norm(seq), raw, chan, pos
 
+    def _project(self, x: Tensor) -> Tensor:
+        """Raw patch embeddings (B, C, P, D): the shared p×p projection as one matmul.
+
+        The same numbers as the Conv3d of §2.1 (``patch_embed.proj``, whose weights it uses): a
+        stride-p conv with a p×p kernel is a Linear over the flattened patches. The matmul form
+        is used because its backward is a plain matmul, where the CPU conv backward is many times
+        slower; ``patch_projection="conv"`` keeps the convolution (the reference's path).
+        """
+        if self.patch_projection == "conv":
+            return self.patch_embed.project(x)
+        b, c, h, w = x.shape
+        proj = self.patch_embed.proj
+        patches = patchify(x, self.patch_size).reshape(b, c, -1, self.patch_size ** 2)
+        return F.linear(patches, proj.weight.reshape(proj.weight.shape[0], -1), proj.bias)
+
     def _embed(self, x: Tensor, ch: ChannelIds, masks: DCPMasks | None):
         """Input sequence (B, E+N, D), raw patch embeddings, channel tokens, positions, attention key mask."""
         b, c, h, w = x.shape
         p, e = self.patch_size, self.num_extra_tokens
-        raw = self.patch_embed.project(x)
+        raw = self._project(x)
         chan = self.patch_embed.channel_tokens(ch.ids, ch.valid)
         tokens = (raw + chan[:, :, None, :]).flatten(1, 2)
         pos = self.interpolate_pos_encoding(c, h // p, w // p)
@@ -328,9 +528,14 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
             return cls + pooled
         raise GeovitError(f"encoder_pooling: {self.encoder_pooling!r}, expected one of {POOLINGS}")
 
+    def _normalise_input(self, x: Tensor) -> Tensor:
+        """The input the encoder sees: self-normalised per image and channel with ``use_self_image_norm``."""
+        return self_image_norm(x)[0] if self.use_self_image_norm else x
+
     def forward_tokens(self, x: Tensor, channels: Any = None, channel_mask: Tensor | None = None) -> Tensor:
         """Final encoder tokens (B, E + C*P, D): [cls, memory..., patches channel-major], unmasked."""
-        return self._encode(x, self._resolve_channels(x, channels, channel_mask), None)[0]
+        ch = self._resolve_channels(x, channels, channel_mask)
+        return self._encode(self._normalise_input(x), ch, None)[0]
 
     def forward_features(self, x: Tensor, channels: Any = None, channel_mask: Tensor | None = None) -> Tensor:
         """The fused feature (B, D) of the unmasked input (the CHAMMI kNN / probe feature)."""
@@ -399,7 +604,7 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
         fmt = check_output_fmt(output_fmt)
         take, last = take_indices(len(self.blocks), indices)
         ch = self._resolve_channels(x, channels, channel_mask)
-        seq, _, _, _, key_mask = self._embed(x, ch, None)
+        seq, _, _, _, key_mask = self._embed(self._normalise_input(x), ch, None)
         p, e = self.patch_size, self.num_extra_tokens
         h, w = x.shape[-2] // p, x.shape[-1] // p
         blocks = self.blocks[: last + 1] if stop_early else self.blocks
@@ -495,11 +700,27 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
         * ``"pixel_mask"``: (B, C, H, W) bool, True where the input was hidden (padding False);
         * ``"masks"``: the :class:`DCPMasks` used (pass it back as ``masks=`` to repeat a step);
         * ``"decoder_skipped"``: bool, True for a regular-batch channel-only draw that hid
-          nothing (official rule: no decoder, MAE terms 0).
+          nothing (official rule: no decoder, MAE terms 0);
+        * ``"channels_drawn"``: (B, C) bool, the input channels channel sampling kept (all True
+          without it). With ``channel_sampling``, ``masks`` / ``pred`` / the losses refer to the
+          kept channels only (in draw order), while ``reconstruction`` and ``pixel_mask`` keep the
+          input's channel layout (zeros / False for channels not drawn). Channel sampling runs only
+          when the masks are drawn here (injected ``masks`` fix the whole draw).
+
+        With ``use_self_image_norm`` the losses are computed on the self-normalised input and
+        ``reconstruction`` is mapped back with each image's per-channel mean and std.
         """
         if not hasattr(self, "decoder"):
             raise GeovitError("pretrain_step: this model was built with mae_lambda=0 (no decoder to pretrain)")
         ch = self._resolve_channels(x, channels, channel_mask)
+        full_channels = x.shape[1]
+        drawn = None
+        if self.channel_sampling == "hcs" and masks is None:
+            x, ch, drawn = self._sample_channels(x, ch)
+        stats = None
+        if self.use_self_image_norm:
+            x, mean, std = self_image_norm(x)
+            stats = (mean, std)
         b, c, h, w = x.shape
         if h != w:
             raise GeovitError(f"pretrain_step: x is {h}x{w}; the reconstruction target needs square images")
@@ -509,6 +730,50 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
         else:
             masks = DCPMasks.coerce(masks).to(x.device)
             masks.check(b, c, P, ch.valid is not None)
+        out = self._pretrain_losses(x, ch, masks, labels)
+        if stats is not None and not out["decoder_skipped"]:  # back to the input's pixel space
+            out["reconstruction"] = out["reconstruction"] * stats[1] + stats[0]
+        out["channels_drawn"] = torch.ones(b, full_channels, dtype=torch.bool, device=x.device)
+        if drawn is not None:
+            positions, kept = drawn
+            out["channels_drawn"] = _scatter_channels(kept, positions, kept, full_channels).bool()
+            out["reconstruction"] = _scatter_channels(out["reconstruction"], positions, kept, full_channels)
+            out["pixel_mask"] = _scatter_channels(out["pixel_mask"], positions, kept, full_channels)
+        return out
+
+    def _sample_channels(self, x: Tensor, ch: ChannelIds) -> tuple[Tensor, ChannelIds, tuple[Tensor, Tensor]]:
+        """HCS of the input channels (ChannelViT §3.2; the reference's ``training_sample: hcs``).
+
+        Regular batch: one draw for the batch, ``x[:, draw]``. Padded batch: one draw per sample
+        over its real channels, repacked to the front (zeros after), as the reference does.
+
+        Returns:
+            The kept channels, their ids (and padding mask), and ``(positions, kept)``: for every
+            kept slot, the channel position in the original input (B, C') and whether the slot
+            holds a channel (B, C').
+        """
+        b, c, height, width = x.shape
+        lo, hi = self.channel_sampling_min, self.channel_sampling_max
+        if ch.valid is None:
+            index = torch.as_tensor(hcs_draw(c, None, lo, hi), device=x.device)
+            positions = index[None].expand(b, -1)
+            kept = torch.ones_like(positions, dtype=torch.bool)
+            return x.index_select(1, index), ChannelIds(ch.ids.index_select(1, index), None), (positions, kept)
+        rows = []
+        for real in ch.valid.cpu():
+            where = real.nonzero().flatten().tolist()
+            rows.append([where[j] for j in hcs_draw(len(where), None, lo, hi)])
+        width_c = max(len(r) for r in rows)
+        positions = torch.tensor([r + [0] * (width_c - len(r)) for r in rows], device=x.device)
+        kept = torch.arange(width_c, device=x.device)[None] < torch.tensor([len(r) for r in rows], device=x.device)[:, None]
+        sub = torch.gather(x, 1, positions[..., None, None].expand(-1, -1, height, width))
+        sub = sub * kept[..., None, None].to(sub.dtype)
+        ids = torch.gather(ch.ids.expand(b, c), 1, positions).masked_fill(~kept, 0)
+        return sub, ChannelIds(ids, kept), (positions, kept)
+
+    def _pretrain_losses(self, x: Tensor, ch: ChannelIds, masks: DCPMasks, labels: Tensor | None) -> dict[str, Any]:
+        """Encoder, fusion, heads, decoder and every loss term for prepared input and masks."""
+        b, c = x.shape[:2]
         tokens, raw, chan, pos = self._encode(x, ch, masks)
         feat = self._fuse(tokens)
         logits = self.forward_head(feat)
@@ -568,16 +833,18 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
         if masks.skip_decoder:
             return {"pred": None, "reconstruction": torch.zeros_like(x), "pixel_mask": pixel_mask,
                     "loss_recon": zero, "loss_fourier": zero, "loss_mae": zero}
-        key_mask = None if ch.valid is None else _key_mask(e, ch.valid.repeat_interleave(P, dim=1))
-        chan_patches = chan.repeat_interleave(P, dim=1)  # (n, L, D)
-        dec = self.decoder(self.encoder_decoder_proj(tokens), masks.ind_restore, chan_patches, pos, e, key_mask)
+        latent = self.encoder_decoder_proj(tokens)
+        if self.decoder_type == "camae_decoder":
+            dec = self.decoder(latent, masks.ind_restore, ch.ids, pos, e, ch.valid)
+        else:
+            key_mask = None if ch.valid is None else _key_mask(e, ch.valid.repeat_interleave(P, dim=1))
+            chan_patches = chan.repeat_interleave(P, dim=1)  # (n, L, D)
+            dec = self.decoder(latent, masks.ind_restore, chan_patches, pos, e, key_mask)
         pred = self.decoder_pred(dec)[:, e:]
 
         source = x.float()
         if cfg["mae_loss_norm"] == "instance_norm":
-            mean = source.mean(dim=(2, 3), keepdim=True)
-            std = (source.var(dim=(2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt()
-            source = (source - mean) / std
+            source, mean, std = self_image_norm(source)
         target = patchify(source, p)
         if cfg["mae_loss_norm"] == "norm_pix_loss":
             target, t_mean, t_std = norm_pix(target)
@@ -618,8 +885,7 @@ def build(config: Mapping[str, Any]) -> ChAMAEViT:
 
 #: official constructor keywords that do not change the eval-mode network (accepted and dropped).
 _OFFICIAL_IGNORED = ("attention_cls", "qk_scale", "drop_rate", "attn_drop_rate", "drop_path_rate", "norm_layer",
-                     "training_sample", "proxy_orthogonal_init", "model_size", "use_channel_tokens",
-                     "use_self_image_norm")
+                     "training_sample", "proxy_orthogonal_init", "model_size", "use_channel_tokens")
 _CHANNEL_TABLE = "patch_embed.channel_embed.weight"
 #: tensors only a ChA-MAEViT has (tells a geovit-keyed ChA-MAEViT state dict from a ChannelViT one).
 _OWN_TENSORS = ("memory_tokens", "pooling_query", "decoder.mask_token", "blocks.0.ls1.gamma",
@@ -692,7 +958,13 @@ def infer_config(state_dict: Mapping[str, Tensor], config: Mapping[str, Any] | N
         raise CheckpointError(f"pos_embed {shape('pos_embed')} with {memory} memory tokens leaves {grid} grid slots, "
                               "not a square grid")
     depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
-    dec_depth = len({k.split(".")[2] for k in state if k.startswith("decoder.blocks.")})
+    per_channel = any(k.startswith("decoder.decoders.") for k in state)
+    if per_channel:  # CA-MAE's per-channel decoders: decoder.decoders.{channel}.{block}.*
+        dec_depth = len({k.split(".")[3] for k in state if k.startswith("decoder.decoders.0.")})
+        dec_prefix = "decoder.decoders.0.0"
+    else:
+        dec_depth = len({k.split(".")[2] for k in state if k.startswith("decoder.blocks.")})
+        dec_prefix = "decoder.blocks.0"
     derived: dict[str, Any] = {
         "img_size": side * patch, "patch_size": patch, "in_chans": shape(_CHANNEL_TABLE)[0],
         "embed_dim": dim, "depth": depth, "num_memory_tokens": memory,
@@ -704,8 +976,9 @@ def infer_config(state_dict: Mapping[str, Tensor], config: Mapping[str, Any] | N
         "use_proxy_head": "proxy_head.weight" in state,
     }
     user = {k: v for k, v in dict(config).items() if k not in _OFFICIAL_IGNORED}
-    if dict(config).get("use_self_image_norm"):
-        raise CheckpointError("config use_self_image_norm=True is not supported by geovit's ChA-MAEViT")
+    sample = str(dict(config).get("training_sample") or "").lower()
+    if sample.startswith("hcs") and "channel_sampling" not in user:  # the reference's HCS (training only)
+        user["channel_sampling"] = "hcs"
     # switches whose presence the tensors reveal: keep the user's weight, or the official default
     switches = {"encoder_pooling": ("pooling_query", "cls_attn_pooling_sigmoid", "cls_token"),
                 "cross_entropy_lambda": ("classifier_head.0.weight", 0.01, 0.0),
@@ -724,10 +997,19 @@ def infer_config(state_dict: Mapping[str, Tensor], config: Mapping[str, Any] | N
             raise CheckpointError(f"embed_dim={dim}: pass num_heads in config (cannot be read from the tensors)")
         derived["num_heads"] = VIT_HEADS_BY_WIDTH[dim]
     decoder = dict(user.pop("decoder", None) or {})
+    if per_channel:
+        given_type = decoder.get("decoder_type", "camae_decoder")
+        if given_type != "camae_decoder":
+            raise CheckpointError(f"config decoder.decoder_type={given_type!r} disagrees with the checkpoint "
+                                  "(it holds per-channel decoders 'decoder.decoders.*': 'camae_decoder')")
+        decoder["decoder_type"] = "camae_decoder"
+    elif "decoder.mask_token" in state and decoder.get("decoder_type", "chamaevit_decoder") != "chamaevit_decoder":
+        raise CheckpointError(f"config decoder.decoder_type={decoder['decoder_type']!r} disagrees with the "
+                              "checkpoint (it holds the shared channel-aware decoder 'decoder.blocks.*')")
     if dec_depth:
         decoder["depth"] = dec_depth
-        decoder["qkv_bias"] = "decoder.blocks.0.attn.qkv.bias" in state
-        decoder["mlp_ratio"] = shape("decoder.blocks.0.mlp.fc1.weight")[0] / dim
+        decoder["qkv_bias"] = f"{dec_prefix}.attn.qkv.bias" in state
+        decoder["mlp_ratio"] = shape(f"{dec_prefix}.mlp.fc1.weight")[0] / dim
     for key, value in user.items():
         if key in derived and key not in switches and key != "num_heads" and value is not None:
             want = derived[key]

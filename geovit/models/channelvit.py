@@ -39,6 +39,7 @@ from geovit.models.layers import (
     BoundChannelsMixin,
     VIT_HEADS_BY_WIDTH, VIT_SIZES, PatchEmbedPerChannel, channel_table_from_5d, tile_pos_embed, trunc_normal_init,
 )
+from geovit.models.channel_sampling import hcs_draw
 
 __all__ = ["ChannelViT", "build", "checkpoint_filter_fn", "infer_config", "load_official"]
 
@@ -126,8 +127,7 @@ class ChannelViT(BoundChannelsMixin, nn.Module):
     # -- pieces ----------------------------------------------------------------------------
     def sample_channels(self, k: int) -> list[int]:
         """HCS draw (§3.2): m ~ U{1..k}, then a random m-combination in random order (positions)."""
-        m = self.hcs_rng.randint(1, k)
-        return self.hcs_rng.sample(range(k), m)
+        return hcs_draw(k, self.hcs_rng)
 
     def pos_embed_for(self, k: int, h: int, w: int, height: int, width: int) -> torch.Tensor:
         """The positional embedding added to a sequence of 1 + k*h*w tokens (spec §2.2)."""

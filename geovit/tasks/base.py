@@ -181,6 +181,14 @@ class BaseTask(L.LightningModule):
     def configure_metrics(self) -> None:
         """Set torchmetrics collections such as ``self.val_metrics`` (optional)."""
 
+    def compile_targets(self) -> dict[str, torch.nn.Module]:
+        """``name -> module`` that ``--compile`` compiles: the modules the training step calls.
+
+        Default: the whole ``model`` (its forward). Override when the step calls another method
+        of the model (compiling its forward alone would compile nothing the step runs).
+        """
+        return {"model": self.model}
+
     # -- data position (exact resume within an epoch) ----------------------------------------
     def on_train_epoch_start(self) -> None:
         self._position = (self.current_epoch, 0)

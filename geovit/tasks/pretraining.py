@@ -84,6 +84,18 @@ class PretrainingTask(BaseTask):
 
         self.model = build(self.hparams.model_config)
 
+    def compile_targets(self) -> dict[str, torch.nn.Module]:
+        """The encoder blocks and the decoder: ``pretrain_step`` calls them (not the model's forward).
+
+        The masking, the token gathers and the losses stay eager (data-dependent shapes); CA-MAE's
+        per-channel decoder, which loops over the channel ids present, is left eager too.
+        """
+        targets = {f"model.blocks.{i}": blk for i, blk in enumerate(self.model.blocks)}
+        decoder = getattr(self.model, "decoder", None)
+        if decoder is not None and getattr(self.model, "decoder_type", "chamaevit_decoder") == "chamaevit_decoder":
+            targets["model.decoder"] = decoder
+        return targets
+
     # -- steps --------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, ids, mask = split_batch(batch)

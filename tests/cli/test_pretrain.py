@@ -200,3 +200,37 @@ def test_jumpcp_pretrain_uses_the_8_channel_table(tiny_yaml, tmp_path, run_cli):
     hp, _ = read_task_checkpoint(tmp_path / "checkpoints" / "last.ckpt", "chamaevit")
     assert hp["model_config"]["in_chans"] == 8 and hp["channel_names"] == ["HighZBF", "LowZBF", "Brightfield"]
     assert hp["model_config"]["img_size"] == 16 and hp["model_config"]["num_classes"] == 4
+
+
+OPTIONS = ("--decoder-type", "camae_decoder", "--use-self-image-norm", "--channel-sampling", "hcs",
+           "--channel-sampling-min", "2", "--channel-sampling-max", "12")
+
+
+def test_reference_options_train_and_resume_exactly(tiny_yaml, tmp_path, run_cli):
+    """Per-channel decoders + self image norm + HCS: the options reach the model and the checkpoint,
+    and a run resumed mid-way (HCS draws re-seeded every step) ends with the uninterrupted weights."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    code, _, err = run_cli("pretrain", "--config", tiny_yaml, "--out", full, "--max-steps", "3", "--ckpt-every", "1",
+                           *OPTIONS, *COMMON)
+    assert code == 0, err
+    hp, state = read_task_checkpoint(full / "checkpoints" / "last.ckpt", "chamaevit")
+    mc = hp["model_config"]
+    assert mc["decoder"]["decoder_type"] == "camae_decoder" and mc["use_self_image_norm"] is True
+    assert (mc["channel_sampling"], mc["channel_sampling_min"], mc["channel_sampling_max"]) == ("hcs", 2, 12)
+    assert "model.decoder.decoders.17.0.attn.qkv.weight" in state and "model.decoder.blocks.0.norm1.weight" not in state
+    config = yaml.safe_load((full / "config.yaml").read_text())
+    assert config["decoder_type"] == "camae_decoder" and config["channel_sampling_min"] == 2
+    code, _, err = run_cli("pretrain", "--config", full / "config.yaml", "--out", resumed,
+                           "--resume", full / "checkpoints" / "step-step=1.ckpt")
+    assert code == 0, err
+    a, b = _weights(full / "checkpoints" / "last.ckpt"), _weights(resumed / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_reference_options_on_padded_chammi_batches(tiny_yaml, tmp_path, run_cli):
+    code, _, err = run_cli("pretrain", "--config", tiny_yaml, "--out", tmp_path, "--dataset", "chammi",
+                           "--image-size", "16", "--max-steps", "2", "--synthetic-samples", "8", *OPTIONS[:5],
+                           "--accelerator", "cpu", "--devices", "1")
+    assert code == 0, err
+    metrics = pd.read_csv(tmp_path / "logs" / "metrics.csv")
+    assert metrics["train_loss_step"].dropna().gt(0).all()
