@@ -5,6 +5,7 @@ Example (the simulated RCT of ``causal.simulate``)::
     geovit cate --simulate sim/ --out sim/results          # writes and analyses a simulated RCT
     geovit cate --units units.csv --raster mosaic.tif --scales 32,64,256 \\
         [--encoder ENC.safetensors | channelvit_small_patch8 | timm:resnet18 | tiny] --out DIR
+    geovit cate --units units.csv --raster emb.zarr --out DIR   # a store of geovit embed --raster: no re-encoding
 
 Writes into ``DIR``:
 
@@ -103,8 +104,13 @@ def _pct(level: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``geovit cate`` with the parsed arguments (see the module docstring for what it writes).
+
+    Returns:
+        0. Bad input raises :class:`geovit.errors.GeovitError` (``geovit`` prints it and exits 2).
+    """
     from causal.calibration import ci_column_names, group_average_effects, interval_coverage, test_calibration
-    from causal.embeddings import embed_units
+    from causal.embeddings import embed_units, embedding_stores
     from causal.estimators import MultiScaleCATE, scale_search
     from causal.plots import plot_toc, toc_table
     from causal.units import read_rct_units
@@ -123,18 +129,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote a simulated RCT (SYNTHETIC) to {args.simulate}: {sim.units_csv.name}, {sim.raster.name}")
     if not args.units or not args.raster:
         raise GeovitError("--units and --raster are required (or --simulate DIR)")
-    scales = args.scales or [32, 64, 256]
+    stores = embedding_stores(args.raster)
+    if stores is not None:  # features of geovit embed: one crop width (the store's window), no encoder
+        if args.encoder is not None or args.channels:
+            raise GeovitError(f"--encoder/--channels: do not apply to --raster {args.raster}, an embedding store of "
+                              "geovit embed (its checkpoint encoded the windows)")
+        encoder, scales = None, args.scales
+    else:
+        encoder, scales = args.encoder or "tiny", args.scales or [32, 64, 256]
     coords = (args.x_col, args.y_col) if args.x_col or args.y_col else (args.lon_col, args.lat_col)
     if (args.x_col is None) != (args.y_col is None):
         raise GeovitError("--x-col and --y-col go together (coordinates in the raster's CRS)")
     units = read_rct_units(args.units, id_col=args.id_col, treatment_col=args.treatment_col,
                            outcome_col=args.outcome_col, cluster_col=args.cluster_col, coord_cols=coords,
                            treated_value=args.treated_value)
-    ds = embed_units(units, args.raster, args.encoder, scales, id_col=args.id_col, lon_col=args.lon_col,
+    ds = embed_units(units, stores or args.raster, encoder, scales, id_col=args.id_col, lon_col=args.lon_col,
                      lat_col=args.lat_col, x_col=args.x_col, y_col=args.y_col, units_crs=args.units_crs,
                      channels=args.channels, normalize=args.normalize, batch_size=args.batch_size,
                      cache=args.cache or out / "embeddings", on_outside=args.outside, on_nodata=args.nodata,
                      device=args.device)
+    scales = [int(s) for s in ds["scale"].values]
     kept = units.set_index(units[args.id_col].astype(str)).loc[ds["unit"].values.astype(str)]
     y, w = kept["Y"].to_numpy(), kept["W"].to_numpy()
     arms = np.bincount(w, minlength=2)
@@ -257,11 +271,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
+    """Register ``geovit cate`` on the ``geovit`` subparsers ``sub`` (entry point ``geovit.commands``)."""
     p = sub.add_parser("cate", help="multi-scale image embeddings → causal forest CATE, RATE and TOC for an RCT",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("input and output")
     io.add_argument("--units", help="CSV with one row per unit: id, coordinates, treatment, outcome")
-    io.add_argument("--raster", help="GeoTIFF mosaic or zarr cube (band, y, x) covering the units")
+    io.add_argument("--raster", help="GeoTIFF mosaic or zarr cube (band, y, x) covering the units, or an embedding "
+                                     "store of geovit embed --raster (each unit takes its nearest window's features)")
     io.add_argument("--simulate", metavar="DIR", help="write a simulated RCT into DIR and analyse it")
     io.add_argument("--sim-units", type=bounded(int, 2), default=600, help="units of the simulated RCT (default 600)")
     io.add_argument("--out", required=True, help="output folder (created if needed; must not be a file)")
@@ -279,8 +295,9 @@ def add_commands(sub) -> None:
     cols.add_argument("--cluster-col", help="cluster (e.g. village) ids: clustered splits and bootstrap")
     emb = p.add_argument_group("embeddings")
     emb.add_argument("--scales", type=_int_list, default=None, help="crop widths in pixels (default 32,64,256)")
-    emb.add_argument("--encoder", default="tiny",
-                     help="geovit .safetensors, geovit model name, timm:NAME, or 'tiny' (random CNN baseline)")
+    emb.add_argument("--encoder", default=None,
+                     help="geovit .safetensors, geovit model name, timm:NAME, or 'tiny' (random CNN baseline; the "
+                          "default for imagery; not for an embedding store)")
     emb.add_argument("--channels", help="geovit channel preset/names of the raster bands (channel-adaptive encoders)")
     emb.add_argument("--normalize", default="zscore", choices=["zscore", "minmax", "none"])
     emb.add_argument("--outside", default="error", choices=["error", "skip"],

@@ -21,6 +21,12 @@ timm model, or any ``nn.Module``), batched, with a progress bar, on CUDA when pr
 is stored as its own zarr store (written to a temporary folder, then renamed), keyed by the
 raster file, the unit positions, the encoder's weights and the preprocessing, so re-running with
 an extra scale encodes only that scale.
+
+Reusing a scene's embeddings instead of re-encoding: ``raster`` may also be an embedding store
+written by ``geovit embed CKPT --raster ... --out emb.zarr`` (or a list of them, one per crop
+width), see :func:`store_features`. Each unit then takes the embedding of the store's window
+whose centre is nearest to it (no interpolation between windows: an embedding is one encoder
+pass over one window); the crop width of a store is its window size.
 """
 from __future__ import annotations
 
@@ -46,7 +52,8 @@ from geovit.errors import DataError, GeovitError
 
 __all__ = [
     "RasterSource", "open_raster", "unit_positions", "FrozenEncoder", "TinyConvEncoder", "load_encoder",
-    "embed_units", "combine", "sampled_features", "feature_sets", "scale_arrays", "scale_label",
+    "embed_units", "store_features", "embedding_stores", "combine", "sampled_features", "feature_sets",
+    "scale_arrays", "scale_label",
 ]
 
 
@@ -73,6 +80,16 @@ class RasterSource:
     _fingerprint: str = ""
 
     def read(self, row_off: int, col_off: int, size: int) -> np.ndarray:
+        """A ``size`` x ``size`` window whose upper-left pixel is ``(row_off, col_off)``; may reach past the edges.
+
+        Args:
+            row_off: first row (negative: above the raster).
+            col_off: first column.
+            size: window side in pixels.
+
+        Returns:
+            float32 ``(bands, size, size)``, NaN outside the raster and at nodata pixels.
+        """
         out = np.full((self.count, size, size), np.nan, dtype=np.float32)
         r0, c0 = max(row_off, 0), max(col_off, 0)
         r1, c1 = min(row_off + size, self.height), min(col_off + size, self.width)
@@ -86,6 +103,7 @@ class RasterSource:
         return self._reader(0, 0, self.height, self.width, step)
 
     def fingerprint(self) -> str:
+        """Identity of the raster's content (file path, size and mtime; a cube's grid), part of cache keys."""
         return self._fingerprint
 
 
@@ -286,6 +304,14 @@ class TinyConvEncoder(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of a batch of images.
+
+        Args:
+            x: ``(B, in_chans, H, W)``.
+
+        Returns:
+            ``(B, width * grid**2)``.
+        """
         h = F.avg_pool2d(F.relu(self.conv1(x)), 2)
         return self.pool(F.relu(self.conv2(h))).flatten(1)
 
@@ -561,11 +587,229 @@ def _nodata_policy(missing: np.ndarray, ids: np.ndarray, scales: list, on_nodata
     return np.ones(len(ids), dtype=bool)
 
 
+def embedding_stores(raster) -> list | None:
+    """The window-grid embedding stores in ``raster``, or ``None`` when it is imagery.
+
+    Args:
+        raster: a path, an ``xarray`` object, a :class:`RasterSource`, or a list / tuple of store
+            paths / Datasets.
+
+    Returns:
+        ``[xarray.Dataset, ...]`` when ``raster`` is a store written by ``geovit embed --raster``
+        (``embedding`` variable, attribute ``kind = "window grid"``) or a list of them; ``None``
+        for a GeoTIFF or a (band, y, x) cube.
+
+    Raises:
+        DataError: a list that mixes stores and imagery, or holds a dataset-split store.
+    """
+    import xarray as xr
+
+    from geovit.predict.embeddings import read_embeddings
+
+    def one(item):
+        if isinstance(item, xr.Dataset):
+            return item if "embedding" in item.data_vars else None
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if path.is_dir() and (path / "embedding").is_dir():
+                return read_embeddings(path)
+        return None
+
+    items = list(raster) if isinstance(raster, (list, tuple)) else [raster]
+    found = [one(item) for item in items]
+    if all(f is None for f in found):
+        if len(items) > 1:
+            raise DataError(f"raster: {len(items)} inputs given; several inputs must all be embedding stores "
+                            "written by geovit embed --raster (one per crop width)")
+        return None
+    for item, f in zip(items, found):
+        name = getattr(item, "name", None) or str(item)
+        if f is None:
+            raise DataError(f"raster {name}: not an embedding store, but given with embedding stores; pass either "
+                            "one raster or embedding stores only")
+        kind = f.attrs.get("kind")
+        if kind != "window grid":
+            what = "holds a dataset split" if kind == "dataset split" else f"has attribute kind={kind!r}"
+            raise DataError(f"embedding store {name}: {what}, not a scene's window grid (kind='window grid'); "
+                            "write it with geovit embed CKPT --raster ...")
+        lacking = [f"attribute {k!r}" for k in ("window", "transform", "scene_transform") if k not in f.attrs]
+        lacking += [f"coordinate {k!r}" for k in ("x", "y") if k not in f.coords]
+        if lacking or f["embedding"].dims != ("y", "x", "feature"):
+            raise DataError(f"embedding store {name}: no {', '.join(lacking) or 'embedding (y, x, feature)'}; "
+                            "expected a store written by geovit embed CKPT --raster ...")
+        if not isinstance(item, xr.Dataset):
+            f.attrs["source_path"] = str(item)
+    return found
+
+
+def _store_name(ds) -> str:
+    return str(ds.attrs.get("source_path") or ds.attrs.get("checkpoint") or "<embedding store>")
+
+
+def store_features(
+    units: pd.DataFrame | str | os.PathLike,
+    stores,
+    scales: Iterable[int] | None = None,
+    *,
+    id_col: str = "unit_id",
+    lon_col: str = "lon",
+    lat_col: str = "lat",
+    x_col: str | None = None,
+    y_col: str | None = None,
+    units_crs="EPSG:4326",
+    raster_crs=None,
+    on_outside: str = "error",
+    on_nodata: str = "skip",
+) -> "xarray.Dataset":  # noqa: F821
+    """Units' embeddings read from ``geovit embed`` window-grid stores instead of encoding crops.
+
+    Every store is one crop width (its ``window`` attribute, in scene pixels). A unit takes the
+    embedding of the window whose centre is nearest to it (:func:`geovit.predict.embeddings.window_index`: with non-overlapping windows, the window that contains it, whose centre may
+    be up to half a window away; embed with a smaller ``--stride`` to bring the centres closer).
+    Unit coordinates are placed as in :func:`unit_positions` (lon/lat in ``units_crs``
+    reprojected with pyproj, or ``x_col``/``y_col`` in the stores' CRS).
+
+    Args:
+        units: the units table (or its CSV).
+        stores: a store path / Dataset or a list of them (see :func:`embedding_stores`).
+        scales: crop widths to use (default: every store's window); each must be a store's window.
+        id_col: unit id column.
+        lon_col: longitude column.
+        lat_col: latitude column.
+        x_col: x column in the stores' CRS (with ``y_col``, instead of lon/lat).
+        y_col: y column in the stores' CRS.
+        units_crs: CRS of lon/lat.
+        raster_crs: the CRS the caller expects the imagery in; an error when a store's differs.
+        on_outside: ``"error"`` or ``"skip"`` for units outside a store's window grid.
+        on_nodata: ``"skip"`` drops units whose window had no usable band (NaN embedding);
+            ``"fill"`` is an error there (an embedding cannot be filled in).
+
+    Returns:
+        The Dataset of :func:`embed_units` (``embedding`` (unit, scale, feature), coordinates
+        ``x``, ``y`` in the stores' CRS, ``col``, ``row`` continuous pixel coordinates of the
+        scene, ``missing_fraction`` (1 for a window without any usable band, else 0)) plus
+        ``channels_used`` (unit, scale) and ``window_offset_px`` (unit, scale): how far (scene
+        pixels) the centre of each unit's window is from the unit.
+
+    Raises:
+        DataError: units outside a grid (``on_outside="error"``), stores in different CRSs with
+            ``x_col``/``y_col``, a store without CRS for lon/lat units, a store CRS other than
+            ``raster_crs``, units in nodata windows with ``on_nodata="fill"``.
+        GeovitError: ``scales`` that are not the stores' windows, two stores of one window.
+    """
+    import xarray as xr
+    from affine import Affine
+
+    from geovit.predict.embeddings import store_crs, window_index
+
+    if not isinstance(units, pd.DataFrame):
+        from causal.units import read_units_csv
+
+        units = read_units_csv(units)
+    if len(units) == 0:
+        raise DataError("units table: has no rows; expected one row per unit")
+    if on_nodata not in ("skip", "fill"):
+        raise GeovitError(f"on_nodata must be 'skip' or 'fill', got {on_nodata!r}")
+    found = embedding_stores(stores)
+    if found is None:
+        raise DataError(f"{stores}: not an embedding store written by geovit embed --raster")
+    windows = [int(ds.attrs["window"]) for ds in found]
+    dup = sorted({w for w in windows if windows.count(w) > 1})
+    if dup:
+        raise GeovitError(f"embedding stores: several have window {dup} px; give one store per crop width")
+    by_window = dict(zip(windows, found))
+    wanted = sorted(by_window) if scales is None else sorted({int(s) for s in scales})
+    unknown = [s for s in wanted if s not in by_window]
+    if unknown:
+        raise GeovitError(f"scales {unknown}: the embedding stores hold windows of {sorted(by_window)} px only "
+                          "(a store's crop width is its window); embed the scene with a model of that input size")
+    crss = {w: store_crs(by_window[w], f"embedding store {_store_name(by_window[w])}") for w in wanted}
+    if raster_crs is not None:
+        expected = _as_crs(raster_crs, "raster_crs")
+        for w, crs in crss.items():
+            if crs is None or _as_crs(crs.to_wkt(), "store crs") != expected:
+                raise DataError(f"embedding store {_store_name(by_window[w])}: CRS "
+                                f"{None if crs is None else crs.to_string()} differs from raster_crs {raster_crs}")
+    if x_col or y_col:
+        names = {w: (None if c is None else c.to_wkt()) for w, c in crss.items()}
+        if len(set(names.values())) > 1:
+            listing = ", ".join(f"{_store_name(by_window[w])} ({'none' if c is None else c.to_string()})"
+                                for w, c in crss.items())
+            raise DataError(f"embedding stores are in different CRSs ({listing}); x_col/y_col coordinates are in one "
+                            "CRS: give the units as lon/lat instead")
+    blocks, used, offsets, missing = [], [], [], []
+    pos = None
+    for w in wanted:
+        ds, crs = by_window[w], crss[w]
+        name = _store_name(ds)
+        if crs is None and not (x_col or y_col):
+            raise DataError(f"embedding store {name}: has no CRS, so lon/lat units cannot be placed on it; give "
+                            "x_col/y_col in its pixel grid's coordinates")
+        grid = RasterSource(f"embedding store {name} (window grid)", _as_crs(crs.to_wkt(), name) if crs else None,
+                            Affine(*ds.attrs["transform"]), ds.sizes["y"], ds.sizes["x"], 0, ())
+        p = unit_positions(units, grid, id_col=id_col, lon_col=lon_col, lat_col=lat_col, x_col=x_col, y_col=y_col,
+                           units_crs=units_crs, on_outside=on_outside)
+        pos = p if pos is None else pos[pos["unit_id"].isin(p["unit_id"])].reset_index(drop=True)
+    if len(pos) == 0:
+        raise DataError("no unit lies inside the window grid of the embedding stores")
+    for w in wanted:
+        ds = by_window[w]
+        rows, cols, inside = window_index(ds, pos["x"].to_numpy(), pos["y"].to_numpy(),
+                                          where=f"embedding store {_store_name(ds)}")
+        assert inside.all()  # unit_positions kept only units inside every grid
+        r, c = xr.DataArray(rows, dims="unit"), xr.DataArray(cols, dims="unit")
+        emb = ds["embedding"].isel(y=r, x=c).values.astype(np.float32)
+        blocks.append(emb)
+        missing.append((~np.isfinite(emb).all(axis=1)).astype(np.float32))
+        used.append(ds["channels_used"].isel(y=r, x=c).values.astype(np.int64) if "channels_used" in ds
+                    else np.full(len(pos), -1, np.int64))
+        scene_inv = ~Affine(*ds.attrs["scene_transform"])
+        ucol, urow = scene_inv @ (pos["x"].to_numpy(), pos["y"].to_numpy())
+        wcol, wrow = scene_inv @ (ds["x"].values[cols], ds["y"].values[rows])
+        offsets.append(np.hypot(wcol - ucol, wrow - urow))
+    missing = np.stack(missing, axis=1)
+    ids = pos["unit_id"].to_numpy()
+    if on_nodata == "fill" and missing.any():
+        bad = ids[missing.max(axis=1) > 0].tolist()
+        raise DataError(f"{len(bad)} unit(s) lie in windows without any usable band (NaN embeddings): "
+                        f"{', '.join(map(str, bad[:10]))}{' …' if len(bad) > 10 else ''}; an embedding cannot be "
+                        "filled in: use on_nodata='skip' (CLI --nodata skip)")
+    affected = missing.max(axis=1) > 0
+    if affected.any():
+        bad = ids[affected].tolist()
+        msg = (f"{len(bad)} of {len(ids)} unit(s) lie in windows without any usable band (NaN embeddings): "
+               f"{', '.join(map(str, bad[:10]))}{f' … ({len(bad)} in all)' if len(bad) > 10 else ''}")
+        if affected.all():
+            raise DataError(msg + "; no unit is left")
+        warnings.warn(msg + "; they are skipped", stacklevel=3)
+    keep = ~affected
+    first = by_window[wanted[0]]
+    scene_inv = ~Affine(*first.attrs["scene_transform"])
+    col, row = scene_inv @ (pos["x"].to_numpy(), pos["y"].to_numpy())
+    pos = pos.assign(col=col, row=row)[keep].reset_index(drop=True)
+    return xr.Dataset(
+        {"embedding": (("unit", "scale", "feature"), np.stack(blocks, axis=1)[keep])},
+        coords={"unit": pos["unit_id"].to_numpy(), "scale": np.array(wanted),
+                "feature": np.arange(blocks[0].shape[1]),
+                "x": ("unit", pos["x"].to_numpy()), "y": ("unit", pos["y"].to_numpy()),
+                "col": ("unit", pos["col"].to_numpy()), "row": ("unit", pos["row"].to_numpy()),
+                "missing_fraction": (("unit", "scale"), missing[keep]),
+                "channels_used": (("unit", "scale"), np.stack(used, axis=1)[keep]),
+                "window_offset_px": (("unit", "scale"), np.stack(offsets, axis=1)[keep])},
+        attrs={"raster": ", ".join(_store_name(by_window[w]) for w in wanted),
+               "crs": "" if crss[wanted[0]] is None else crss[wanted[0]].to_string(),
+               "encoder": f"geovit embed: {first.attrs.get('model_family', '?')} {first.attrs.get('checkpoint', '')}",
+               "input_size": int(first.attrs["window"]), "normalize": json.dumps({"checkpoint statistics": True}),
+               "nodata_policy": on_nodata, "nodata_units": int((missing.max(axis=1) > 0).sum()),
+               "lookup": "nearest window centre"},
+    )
+
+
 def embed_units(
     units: pd.DataFrame | str | os.PathLike,
     raster,
     encoder=None,
-    scales: Iterable[int] = (32, 64, 256),
+    scales: Iterable[int] | None = None,
     *,
     id_col: str = "unit_id",
     lon_col: str = "lon",
@@ -585,7 +829,12 @@ def embed_units(
     device: str | None = None,
     progress: bool = True,
 ) -> "xarray.Dataset":  # noqa: F821
-    """Embed every unit at every crop width in ``scales`` with a frozen encoder.
+    """Embed every unit at every crop width in ``scales`` (default 32, 64, 256) with a frozen encoder.
+
+    ``raster`` may instead be a ``geovit embed --raster`` store (or a list of them): the units'
+    features are then read from it (:func:`store_features`; ``scales`` default to the stores'
+    windows, ``encoder`` / ``channels`` / ``jitter`` / ``variable`` must be left unset, and
+    ``normalize`` / ``batch_size`` / ``cache`` / ``device`` / ``progress`` are not used).
 
     Returns an ``xarray.Dataset`` with ``embedding`` (unit, scale, feature) float32 and per-unit
     coordinates ``x``, ``y`` (raster CRS), ``col``, ``row``. ``jitter={"scale": 32, "draws": 5,
@@ -605,6 +854,18 @@ def embed_units(
     import xarray as xr
     from tqdm import tqdm
 
+    stores = embedding_stores(raster)
+    if stores is not None:
+        given = [k for k, v in (("encoder", encoder), ("channels", channels), ("jitter", jitter),
+                                ("variable", variable)) if v is not None]
+        if given:
+            raise GeovitError(f"{', '.join(given)}: do not apply to an embedding store (its features were encoded by "
+                              f"the checkpoint {stores[0].attrs.get('checkpoint', '')!r} that geovit embed ran)")
+        return store_features(units, stores, None if scales is None else scales, id_col=id_col, lon_col=lon_col,
+                              lat_col=lat_col, x_col=x_col, y_col=y_col, units_crs=units_crs, raster_crs=raster_crs,
+                              on_outside=on_outside, on_nodata=on_nodata)
+    if scales is None:
+        scales = (32, 64, 256)
     if not isinstance(units, pd.DataFrame):
         from causal.units import read_units_csv
 

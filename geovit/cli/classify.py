@@ -1,7 +1,7 @@
 """``geovit train``, ``geovit evaluate`` and ``geovit demo``: supervised ChannelViT on So2Sat.
 
     geovit train --model channelvit_small_patch8 --channels so2sat [--data DIR] [--config Y.yaml] [--print-config]
-    geovit evaluate CKPT --channels sentinel1 [--data DIR] [--split test]
+    geovit evaluate CKPT --channels sentinel1 [--data DIR] [--split test] [--points patches.geojson]
     geovit demo            # ChannelViT with and without HCS on synthetic data, one robustness plot
 
 The demo trains the same ChannelViT twice on the built-in synthetic So2Sat
@@ -9,6 +9,12 @@ The demo trains the same ChannelViT twice on the built-in synthetic So2Sat
 same data, seed, steps and schedule — and draws both in ``OUT/evaluation/channel_robustness.png``:
 accuracy when only some of the 18 bands are available at test time (Bao et al., ICLR 2024,
 §3.2).
+
+When the split is geolocated (So2Sat with its ``<split>_geo.h5`` file) ``evaluate`` also writes
+the patch centres as points (``patches_<split>.geojson``, EPSG:4326 per RFC 7946, or
+``--points PATH`` ``.geojson`` / ``.gpkg``) with ``label``, ``prediction``, ``correct`` and
+``city`` of every patch (all trained channels), and the accuracy of each city
+(``city_accuracy.csv``, ``metrics.json``).
 """
 from __future__ import annotations
 
@@ -58,7 +64,8 @@ def run_training(cfg: ClassifyConfig, data_root: tuple[Path, bool] | None = None
     else:
         root, synthetic = Path(data_root[0]), bool(data_root[1])
     dm = So2SatDataModule(root, version=cfg.version, bands=list(sel.names), batch_size=cfg.batch_size,
-                          num_workers=cfg.num_workers, seed=cfg.seed)
+                          num_workers=cfg.num_workers, seed=cfg.seed, reads=cfg.so2sat_reads,
+                          val_cities=cfg.val_cities)
     dm.setup("fit")
     steps_per_epoch = len(dm.train_dataloader())
     max_steps = cfg.max_steps
@@ -78,8 +85,49 @@ def run_training(cfg: ClassifyConfig, data_root: tuple[Path, bool] | None = None
     return best_checkpoint(trainer, task.monitor, banner=banner)
 
 
+def patch_predictions(model: torch.nn.Module, loader, device: str | torch.device, where: str):
+    """Label, prediction and patch centre of every sample of a geolocated split (all its channels).
+
+    Args:
+        model: classifier called as ``model(x, channel_ids)``.
+        loader: batches with ``image``, ``channels``, ``label`` and the geolocation keys
+            (:data:`geovit.geo.points.GEO_SAMPLE_KEYS`).
+        device: where to run.
+        where: how to name the data in messages.
+
+    Returns:
+        A ``pandas.DataFrame``: ``label, prediction, correct, city, epsg, x, y, lon, lat`` (x / y
+        in each patch's CRS, lon / lat in EPSG:4326), one row per sample in the loader's order.
+    """
+    import pandas as pd
+
+    from geovit.geo.points import PatchPoints
+
+    model = model.eval().to(device)
+    parts = []
+    seen = 0
+    with torch.no_grad():
+        for batch in loader:
+            image, ids = batch["image"].to(device), batch["channels"][0].to(device)
+            pred = model(image, ids).argmax(1).cpu().numpy()
+            label = batch["label"].numpy()
+            n = len(label)
+            pts = PatchPoints.from_batch(batch, int(image.shape[-2]), int(image.shape[-1]),
+                                         where=f"{where}, samples {seen}..{seen + n - 1}")
+            parts.append(pd.DataFrame({"label": label, "prediction": pred, "correct": pred == label, "city": pts.city,
+                                       "epsg": pts.epsg, "x": pts.x, "y": pts.y, "lon": pts.lon, "lat": pts.lat}))
+            seen += n
+    return pd.concat(parts, ignore_index=True)
+
+
+def city_accuracy(patches) -> "pd.DataFrame":  # noqa: F821
+    """Accuracy per city of :func:`patch_predictions` rows: ``city, num_samples, accuracy`` (by city name)."""
+    table = patches.groupby("city", sort=True)["correct"].agg(num_samples="size", accuracy="mean").reset_index()
+    return table.astype({"num_samples": int, "accuracy": float})
+
+
 def run_evaluation(ckpt: Path, *, channels: str | None, data: str | None, split: str, out: Path,
-                   per_size: int, batch_size: int, seed: int = 0) -> dict:
+                   per_size: int, batch_size: int, seed: int = 0, points: Path | None = None) -> dict:
     """Accuracy on ``channels`` plus the channel-robustness report (CSV + PNG) in ``out``.
 
     Args:
@@ -92,12 +140,15 @@ def run_evaluation(ckpt: Path, *, channels: str | None, data: str | None, split:
         per_size: channel subsets per subset size.
         batch_size: evaluation batch size.
         seed: seed of the sampled subsets.
+        points: where to write the patch points of a geolocated split (``.geojson`` / ``.gpkg``;
+            default ``out/patches_<split>.geojson``); an error for a split without geolocation.
 
     Returns:
         The ``metrics.json`` content plus ``summary`` (the per-size table).
 
     Raises:
-        GeovitError: channels the checkpoint never saw, or no dataset folder.
+        GeovitError: channels the checkpoint never saw, no dataset folder, ``points`` for a
+            split without geolocation file (or with another suffix than .geojson / .gpkg).
     """
     import pandas as pd
 
@@ -128,6 +179,14 @@ def run_evaluation(ckpt: Path, *, channels: str | None, data: str | None, split:
     names = [TABLES[hp.channel_table][i] for i in trained_ids]
     dm = So2SatDataModule(root, version=hp.get("version", "2"), bands=names, batch_size=batch_size, augment=False)
     loader = dm.split_dataloader(split)
+    geolocated = getattr(loader.dataset, "geolocation", None) is not None
+    if points is not None:
+        if Path(points).suffix.lower() not in (".geojson", ".json", ".gpkg"):
+            raise GeovitError(f"--points {points}: expected a .geojson or .gpkg file")
+        if not geolocated:
+            geo = getattr(loader.dataset, "geo_path", None)
+            raise GeovitError(f"--points {points}: split {split} of {root} has no geolocation"
+                              + (f" (no {geo})" if geo is not None else ""))
     named = {}
     if sel is not None:
         named[f"--channels {channels}"] = sel.ids
@@ -137,6 +196,8 @@ def run_evaluation(ckpt: Path, *, channels: str | None, data: str | None, split:
             named[f"{preset} only"] = ids
     plan = subset_plan(trained_ids, per_size=per_size, seed=seed, named=named)
     df = evaluate_subsets(module.model, loader, plan, device=device)
+    # bad geolocation fails here, before any file of the report is written
+    patches = patch_predictions(module.model, loader, device, where=f"{root}, split {split}") if geolocated else None
     summary = summarize(df)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "channel_subsets.csv", df.to_csv(index=False))
@@ -145,6 +206,18 @@ def run_evaluation(ckpt: Path, *, channels: str | None, data: str | None, split:
                 title=f"{tag}ChannelViT channel robustness ({split} split)")
     full = float(df[df["size"] == len(trained_ids)].accuracy.iloc[0])
     result = {"checkpoint": str(ckpt), "split": split, "synthetic": synthetic, "accuracy_all_channels": full}
+    cities = None
+    if geolocated:
+        from geovit.geo.points import write_points
+
+        target = Path(points) if points is not None else out / f"patches_{split}.geojson"
+        write_points(target, patches["lon"], patches["lat"],
+                     {k: patches[k] for k in ("label", "prediction", "correct", "city", "epsg", "x", "y")})
+        cities = city_accuracy(patches)
+        atomic_write_text(out / "city_accuracy.csv", cities.to_csv(index=False))
+        result["points"] = str(target)
+        result["accuracy_by_city"] = {r.city: {"accuracy": r.accuracy, "num_samples": r.num_samples}
+                                      for r in cities.itertuples()}
     if sel is not None:
         result[f"accuracy_{channels}"] = float(df[df.subset == f"--channels {channels}"].accuracy.iloc[0])
         result["channels"] = list(sel.names)
@@ -152,7 +225,12 @@ def run_evaluation(ckpt: Path, *, channels: str | None, data: str | None, split:
     with pd.option_context("display.width", 120, "display.max_columns", 10):
         print(f"{tag}channel-robustness report ({split} split, {df.num_samples.iloc[0]} samples):")
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"{tag}wrote {out / 'channel_robustness.csv'} and {out / 'channel_robustness.png'}")
+    if cities is not None:
+        with pd.option_context("display.width", 120):
+            print(f"{tag}accuracy by city (all trained channels):")
+            print(cities.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{tag}wrote {out / 'channel_robustness.csv'} and {out / 'channel_robustness.png'}"
+          + (f"; patch points {result['points']}" if cities is not None else ""))
     return {**result, "summary": summary}
 
 
@@ -166,7 +244,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "evaluation"
     run_evaluation(Path(args.checkpoint), channels=args.channels, data=args.data, split=args.split, out=out,
-                   per_size=args.subsets_per_size, batch_size=args.batch_size)
+                   per_size=args.subsets_per_size, batch_size=args.batch_size,
+                   points=Path(args.points) if args.points else None)
     return 0
 
 
@@ -219,6 +298,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
+    """Add ``train``, ``evaluate`` and ``demo`` to the ``geovit`` sub-command parsers (``sub``: ``add_subparsers()``)."""
     t = sub.add_parser("train", help="supervised ChannelViT (+HCS) classification on So2Sat")
     add_config_flags(t, ClassifyConfig)
     t.set_defaults(func=_train)
@@ -231,6 +311,9 @@ def add_commands(sub) -> None:
     e.add_argument("--out", default=None, help="report folder (default: next to the run)")
     e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--subsets-per-size", type=positive_int, default=8, help="channel subsets evaluated per subset size")
+    e.add_argument("--points", default=None, metavar="PATH",
+                   help="geolocated splits: patch centres with label / prediction / correct / city as .geojson "
+                        "(EPSG:4326) or .gpkg (default OUT/patches_SPLIT.geojson)")
     e.set_defaults(func=_evaluate)
 
     d = sub.add_parser("demo", help="ChannelViT with vs without HCS on synthetic So2Sat: one robustness plot "

@@ -5,9 +5,13 @@
 
 ChannelViT checkpoints give their CLS feature, ChA-MAEViT checkpoints their fused feature. The
 store is an ``xarray`` Dataset (``xarray.open_zarr`` or ``geovit.predict.read_embeddings``):
-``embedding`` (sample, feature) with ``label``, ``row`` and the channel ids used per sample, or
+``embedding`` (sample, feature) with ``label``, ``row`` and the channel ids used per sample (plus, for
+geolocated So2Sat splits, ``city``, ``epsg``, patch-centre ``x`` / ``y`` in the patch's CRS and
+``lon`` / ``lat`` in EPSG:4326), or
 (y, x, feature) on the scene's window grid with x / y window centres in the scene's CRS and the
-channel ids each window used (per-window availability as in ``geovit predict``).
+channel ids each window used (per-window availability as in ``geovit predict``). ``geovit cate
+--raster scene_emb.zarr`` and ``causal.embeddings.embed_units`` read a scene store instead of
+re-encoding.
 """
 from __future__ import annotations
 
@@ -31,8 +35,9 @@ def _embed(args: argparse.Namespace) -> int:
         stats = embed_dataset(args.checkpoint, args.data, args.split, out, batch_size=args.batch_size,
                               channels=args.channels, max_samples=args.max_samples, device=args.device,
                               progress=False if args.quiet else None)
+        where = " with patch coordinates (city, epsg, x/y, lon/lat)" if stats.get("geolocated") else ""
         print(f"{stats['samples']} samples of split {args.split} embedded ({stats['dim']} features) in "
-              f"{stats['seconds']:.1f} s; wrote {stats['outputs']['embeddings']}")
+              f"{stats['seconds']:.1f} s; wrote {stats['outputs']['embeddings']}{where}")
         return 0
     from geovit.predict.scene import embed_scene
 
@@ -41,8 +46,9 @@ def _embed(args: argparse.Namespace) -> int:
     check_inputs(args.raster, args.mask)
     stats = embed_scene(args.checkpoint, args.raster, out, bands=args.bands, masks=args.mask,
                         max_missing=args.max_missing, stride=args.stride, batch_size=args.batch_size,
-                        reproject=args.reproject, device=args.device, devices=args.devices, num_nodes=args.num_nodes,
-                        accelerator=args.accelerator, strategy=args.strategy, progress=False if args.quiet else None)
+                        reproject=args.reproject, resampling=args.resampling, device=args.device,
+                        devices=args.devices, num_nodes=args.num_nodes, accelerator=args.accelerator,
+                        strategy=args.strategy, progress=False if args.quiet else None)
     if stats.get("rank", 0) == 0:
         print_stats(stats, "embeddings")
     return 0

@@ -3,6 +3,7 @@
     geovit predict CKPT --raster s2.tif --raster s1.tif --mask cloud_mask.tif=sentinel2 --out map.tif
     geovit predict CKPT --raster stack.tif --bands S2_B02,S2_B03,S2_B04,S2_B08,- --out map.tif --probabilities
     geovit predict CKPT --raster s2.tif --raster s1_other_grid.tif --reproject --devices 2 --out map.tif
+    geovit predict CKPT --raster s2.tif --raster s1_cube.zarr --reproject --resampling nearest --out map.tif
 
 The scene is cut into windows of the model's input size (So2Sat: 32 x 32 px) every ``--stride``
 pixels; one class per window. In every window a band that is nodata (nodata value, NaN, GDAL
@@ -20,6 +21,9 @@ from pathlib import Path
 
 from geovit.cli.options import positive_int
 from geovit.errors import GeovitError
+
+#: resampling methods offered for reprojected data bands (``rasterio.enums.Resampling`` names)
+RESAMPLING = ("nearest", "bilinear", "cubic", "average")
 
 
 def fraction(text: str) -> float:
@@ -60,7 +64,10 @@ def add_scene_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stride", type=positive_int, default=None,
                    help="pixels between windows (default: the model's input size, non-overlapping)")
     g.add_argument("--reproject", action="store_true",
-                   help="warp rasters on another grid onto the grid of the first --raster (default: an error)")
+                   help="warp rasters (GeoTIFFs or zarr cubes) on another grid onto the grid of the first --raster "
+                        "(default: an error)")
+    g.add_argument("--resampling", default="bilinear", choices=RESAMPLING,
+                   help="resampling of reprojected data bands (default bilinear; masks always use nearest)")
     r = p.add_argument_group("running")
     r.add_argument("--batch-size", type=positive_int, default=64, help="windows (or samples) per model call (default 64)")
     r.add_argument("--device", default=None, help="cpu, cuda, ... for one device (default: cuda when present)")
@@ -101,7 +108,8 @@ def _predict(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     stats = predict_scene(args.checkpoint, args.raster, out, bands=args.bands, masks=args.mask,
                           max_missing=args.max_missing, stride=args.stride, batch_size=args.batch_size,
-                          probabilities=probs, preview=preview, reproject=args.reproject, class_names=names,
+                          probabilities=probs, preview=preview, reproject=args.reproject, resampling=args.resampling,
+                          class_names=names,
                           device=args.device, devices=args.devices, num_nodes=args.num_nodes,
                           accelerator=args.accelerator, strategy=args.strategy, progress=False if args.quiet else None)
     if stats.get("rank", 0) != 0:

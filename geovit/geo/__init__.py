@@ -8,6 +8,8 @@
   bands named by a channel table, masks) and :class:`~geovit.geo.scene.WindowPlan` (the window
   grid, per-window channel availability, chunks of bounded memory).
 * :mod:`geovit.geo.outputs` — Cloud-Optimized GeoTIFF and zarr writers, map previews.
+* :mod:`geovit.geo.points` — per-patch results of geolocated datasets (So2Sat) as points: patch
+  centres in their own CRS and in WGS84, GeoJSON / GeoPackage writers.
 * :mod:`geovit.geo.synthetic` — :func:`~geovit.geo.synthetic.write_synthetic_scene`, a SYNTHETIC
   Sentinel-2 + Sentinel-1 scene with clouds and a SAR swath gap.
 """
@@ -19,6 +21,8 @@ _EXPORTS = {
     "Scene": "geovit.geo.scene",
     "WindowPlan": "geovit.geo.scene",
     "write_synthetic_scene": "geovit.geo.synthetic",
+    "PatchPoints": "geovit.geo.points",
+    "write_points": "geovit.geo.points",
 }
 
 

@@ -4,7 +4,9 @@ A *scene* is one or more rasters on one pixel grid — e.g. a Sentinel-2 stack a
 stack — whose bands are named by a channel table (:mod:`geovit.channels`), so that every band
 is a channel id a channel-adaptive model can embed. The inputs are GeoTIFFs (anything GDAL
 reads) or zarr / ``xarray`` cubes with dimensions ``(band, y, x)``; rasters on another grid are
-warped onto the grid of the first one when ``reproject=True`` (GeoTIFFs only).
+warped onto the grid of the first one when ``reproject=True`` (GeoTIFFs through a GDAL
+``WarpedVRT``; cubes window by window with ``rasterio.warp.reproject``, reading only the part of
+the cube each window needs, so memory stays flat).
 
 Band names come from ``bands`` (one comma list or preset per raster, in band order, ``-`` to
 skip a band) or from the files' band descriptions (cube: the ``band`` coordinate). Values are
@@ -60,6 +62,10 @@ def cube_grid(da, name: object):
     others = [d for d in da.dims if d not in (ydim, xdim)]
     if ydim is None or xdim is None or len(others) > 1:
         raise DataError(f"cube {name}: dimensions {tuple(da.dims)}; expected (band, y, x) or (y, x)")
+    bare = [d for d in (xdim, ydim) if d not in da.coords]
+    if bare:
+        raise DataError(f"cube {name}: dimension(s) {bare} have no coordinate values; expected 1-D pixel-centre "
+                        f"coordinates {xdim!r} / {ydim!r} in the cube's CRS")
     da = da.transpose(*others, ydim, xdim) if others else da.expand_dims("band")
     xs, ys = np.asarray(da[xdim].values, float), np.asarray(da[ydim].values, float)
     if len(xs) < 2 or len(ys) < 2:
@@ -164,26 +170,92 @@ class _CubeSource:
 
     @property
     def bounds(self):
-        """``(west, south, east, north)`` of the cube."""
+        """``(west, south, east, north)`` of the cube (in its own CRS, also once warped)."""
         from rasterio.coords import BoundingBox
         from rasterio.transform import array_bounds
 
-        west, south, east, north = array_bounds(self.height, self.width, self.transform)
+        if self.warped:
+            west, south, east, north = array_bounds(self.src_height, self.src_width, self.src_transform)
+        else:
+            west, south, east, north = array_bounds(self.height, self.width, self.transform)
         return BoundingBox(west, south, east, north)
 
     def warp(self, ref, resampling: str) -> None:
-        """Cubes cannot be warped: always an error."""
-        raise DataError(f"--reproject: cube {self.name} cannot be warped (only GeoTIFF inputs can); "
-                        "write it on the grid of the first raster")
+        """Read on the grid of ``ref`` from now on, reprojecting each requested window (see :meth:`read`).
 
-    def read(self, indexes: Sequence[int], r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(values float32, valid bool)`` of bands ``indexes`` (1-based) over a window inside the cube."""
-        sel = [int(i) - 1 for i in indexes]
-        data = np.asarray(self.da[sel, r0:r0 + h, c0:c0 + w].values, dtype=np.float32)
+        Raises:
+            DataError: the cube or ``ref`` has no CRS.
+        """
+        from rasterio.enums import Resampling
+
+        if self.crs is None or ref.crs is None:
+            missing = ref.name if ref.crs is None else f"cube {self.name}"
+            raise DataError(f"--reproject needs a CRS on both rasters; {missing} has none (cubes: an attribute "
+                            "'crs' / 'crs_wkt' or a CF 'spatial_ref' coordinate)")
+        self.src_crs, self.src_transform = self.crs, self.transform
+        self.src_height, self.src_width = self.height, self.width
+        self.crs, self.transform, self.height, self.width = ref.crs, ref.transform, ref.height, ref.width
+        self.resampling = Resampling[resampling]
+        self.warped = True
+
+    warped = False
+    #: source pixels read beyond a window's footprint on each side (room for the resampling kernel)
+    WARP_PAD = 3
+
+    def _read_block(self, sel: list[int], r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Values of bands ``sel`` (0-based) over rows ``[r0, r1)``, columns ``[c0, c1)`` of the cube itself."""
+        return np.asarray(self.da[sel, r0:r1, c0:c1].values, dtype=np.float32)
+
+    def _nodata(self, data: np.ndarray) -> np.ndarray:
         valid = np.isfinite(data)
         if self.fill is not None and np.isfinite(float(self.fill)):
             valid &= data != np.float32(self.fill)
-        return data, valid
+        return valid
+
+    def _read_warped(self, sel: list[int], r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.transform import Affine
+        from rasterio.warp import reproject, transform as warp_points
+
+        dst_transform = self.transform @ Affine.translation(c0, r0)
+        data = np.full((len(sel), h, w), np.nan, np.float32)
+        # the window's footprint in the cube's pixels: its edges, densified, reprojected
+        t = np.linspace(0.0, 1.0, 9)
+        cols = np.concatenate([t * w, np.full_like(t, w), t[::-1] * w, np.zeros_like(t)])
+        rows = np.concatenate([np.zeros_like(t), t * h, np.full_like(t, h), t[::-1] * h])
+        xs, ys = dst_transform @ (cols, rows)
+        if self.src_crs != self.crs:
+            xs, ys = warp_points(self.crs, self.src_crs, np.asarray(xs).tolist(), np.asarray(ys).tolist())
+        sc, sr = ~self.src_transform @ (np.asarray(xs), np.asarray(ys))
+        if not (np.all(np.isfinite(sc)) and np.all(np.isfinite(sr))):
+            return data, np.zeros(data.shape, bool)
+        pad = self.WARP_PAD
+        sr0, sr1 = max(int(np.floor(sr.min())) - pad, 0), min(int(np.ceil(sr.max())) + pad, self.src_height)
+        sc0, sc1 = max(int(np.floor(sc.min())) - pad, 0), min(int(np.ceil(sc.max())) + pad, self.src_width)
+        if sr1 <= sr0 or sc1 <= sc0:  # the window lies outside the cube
+            return data, np.zeros(data.shape, bool)
+        block = self._read_block(sel, sr0, sr1, sc0, sc1)
+        block = np.where(self._nodata(block), block, np.float32(np.nan))
+        src_transform = self.src_transform @ Affine.translation(sc0, sr0)
+        if src_transform.e > 0:  # south-up cube (y ascending): GDAL wants north-up rows
+            block = block[:, ::-1]
+            src_transform = src_transform @ Affine.translation(0, block.shape[1]) @ Affine.scale(1, -1)
+        reproject(np.ascontiguousarray(block), data, src_transform=src_transform, src_crs=self.src_crs,
+                  src_nodata=np.nan, dst_transform=dst_transform, dst_crs=self.crs, dst_nodata=np.nan,
+                  resampling=self.resampling)
+        return data, np.isfinite(data)
+
+    def read(self, indexes: Sequence[int], r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(values float32, valid bool)`` of bands ``indexes`` (1-based) over a window inside the grid.
+
+        The grid is the cube's own, or after :meth:`warp` the reference grid: then only the cube
+        pixels under the window's footprint (plus :attr:`WARP_PAD`) are read and reprojected
+        (``rasterio.warp.reproject``); pixels outside the cube, NaN or the fill value are not valid.
+        """
+        sel = [int(i) - 1 for i in indexes]
+        if self.warped:
+            return self._read_warped(sel, r0, c0, h, w)
+        data = self._read_block(sel, r0, r0 + h, c0, c0 + w)
+        return data, self._nodata(data)
 
     def close(self) -> None:
         """Nothing to close (xarray manages the store)."""
@@ -270,8 +342,10 @@ class Scene:
             mask file).
         channel_ids: the ids a model can use (e.g. those it was trained on); other bands are
             left out (listed in :attr:`notes`). ``None``: every id of the table.
-        reproject: warp rasters on another grid onto the first one's grid (bilinear for data,
-            nearest for masks); otherwise a different grid is an error.
+        reproject: warp rasters on another grid onto the first one's grid (``resampling`` for
+            data, nearest for masks); otherwise a different grid is an error.
+        resampling: a ``rasterio.enums.Resampling`` name for reprojected data bands (default
+            ``"bilinear"``; ``"nearest"`` keeps the source values).
 
     Attributes:
         bands: the bands used as channels, in ascending channel id.
@@ -286,7 +360,8 @@ class Scene:
 
     def __init__(self, rasters: Sequence[Any], *, table: str = "so2sat",
                  bands: Sequence[str | Sequence[str] | None] | None = None, masks: Sequence[str] = (),
-                 channel_ids: Sequence[int] | None = None, reproject: bool = False):
+                 channel_ids: Sequence[int] | None = None, reproject: bool = False,
+                 resampling: str = "bilinear"):
         if not rasters:
             raise GeovitError("--raster: give at least one input raster")
         if table not in TABLES:
@@ -294,13 +369,18 @@ class Scene:
         if bands is not None and len(bands) != len(rasters):
             raise GeovitError(f"--bands: given {len(bands)} time(s) for {len(rasters)} raster(s); give one comma list "
                               "per --raster, in the same order")
-        self.table, self.reproject = table, bool(reproject)
+        from rasterio.enums import Resampling
+
+        if resampling not in Resampling.__members__:
+            raise GeovitError(f"--resampling {resampling}: expected a rasterio resampling method "
+                              f"({', '.join(Resampling.__members__)})")
+        self.table, self.reproject, self.resampling = table, bool(reproject), resampling
         self.notes: list[str] = []
         self.sources: list[Any] = []
         try:
             for r in rasters:
                 self.sources.append(_open_source(r))
-            self._align(range(1, len(self.sources)), "bilinear")
+            self._align(range(1, len(self.sources)), resampling)
             self._resolve_bands(bands, masks, channel_ids)
         except BaseException:
             self.close()
@@ -312,10 +392,25 @@ class Scene:
         """The first raster (its CRS, transform and shape are the scene's)."""
         return self.sources[0]
 
-    crs = property(lambda self: self.ref.crs)
-    transform = property(lambda self: self.ref.transform)
-    height = property(lambda self: self.ref.height)
-    width = property(lambda self: self.ref.width)
+    @property
+    def crs(self):
+        """CRS of the scene grid (the first raster's)."""
+        return self.ref.crs
+
+    @property
+    def transform(self):
+        """Affine transform of the scene grid (the first raster's)."""
+        return self.ref.transform
+
+    @property
+    def height(self) -> int:
+        """Rows of the scene grid."""
+        return self.ref.height
+
+    @property
+    def width(self) -> int:
+        """Columns of the scene grid."""
+        return self.ref.width
 
     def _align(self, which, resampling: str) -> None:
         ref = self.ref

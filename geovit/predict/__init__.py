@@ -5,12 +5,13 @@
   gaps), streaming, Cloud-Optimized GeoTIFF + PNG outputs, sharding over devices;
 * :func:`embed_scene` — embeddings of a scene's window grid in a zarr store;
 * :func:`embed_dataset` — embeddings of a dataset split in a zarr store;
-* :func:`read_embeddings` / :func:`embeddings_at` — open a store; the embedding of the window
-  containing each of a list of points;
+* :func:`read_embeddings` / :func:`embeddings_at` / :func:`window_index` — open a store; the
+  embedding of the window nearest each of a list of points (with non-overlapping windows, the
+  window containing it); ``causal.embeddings.embed_units`` reads stores this way;
 * :func:`load_model` — a ``geovit train`` / ``geovit pretrain`` checkpoint as a
   :class:`SceneModel` (channel table, trained ids, input size, class names, band statistics).
 
-Example:
+Examples:
     >>> import tempfile
     >>> from geovit.predict import predict_scene
     >>> from geovit.geo.synthetic import write_synthetic_scene
@@ -27,6 +28,7 @@ _EXPORTS = {
     "embed_dataset": "geovit.predict.embeddings",
     "read_embeddings": "geovit.predict.embeddings",
     "embeddings_at": "geovit.predict.embeddings",
+    "window_index": "geovit.predict.embeddings",
     "load_model": "geovit.predict.model",
     "SceneModel": "geovit.predict.model",
 }

@@ -6,7 +6,9 @@ ChannelViT's CLS feature, ChA-MAEViT's fused feature (the probe feature of
 :mod:`geovit.tasks.probe`) — and writes an ``xarray`` Dataset in a zarr store: ``embedding``
 ``(sample, feature)`` with coordinates ``label`` and ``row`` (position in the dataset's files)
 per sample, and ``channels`` ``(sample, slot)``: the channel ids each sample was encoded with (``-1`` pads
-samples with fewer channels).
+samples with fewer channels). Geolocated samples (So2Sat with its ``<split>_geo.h5`` files) add the
+per-sample coordinates of the patch centres (:class:`geovit.geo.points.PatchPoints`): ``city``,
+``epsg`` and ``x`` / ``y`` in the patch's own CRS, ``lon`` / ``lat`` in EPSG:4326.
 
 :func:`read_embeddings` opens a store written by :func:`embed_dataset` or
 :func:`geovit.predict.embed_scene` and checks it; :func:`embeddings_at` returns the embedding
@@ -63,7 +65,8 @@ def embed_dataset(checkpoint: str | os.PathLike | SceneModel, data: str | os.Pat
         progress: as :func:`geovit.predict.predict_scene`.
 
     Returns:
-        ``{"samples", "dim", "seconds", "outputs": {"embeddings": path}}``.
+        ``{"samples", "dim", "seconds", "geolocated", "outputs": {"embeddings": path}}``
+        (``geolocated``: the store holds the patch coordinates).
 
     Raises:
         GeovitError: an unknown split, channels the model was not trained on, a bad checkpoint.
@@ -98,6 +101,11 @@ def embed_dataset(checkpoint: str | os.PathLike | SceneModel, data: str | os.Pat
     t0 = time.perf_counter()
     first = next(iter(DataLoader(Subset(ds, [0]), batch_size=1, collate_fn=pad_channels_collate)))
     dim = int(model.features(first["image"].to(device), first["channels"][0].to(device)).shape[1])
+    from geovit.geo.points import PatchPoints, has_geolocation
+
+    geolocated = has_geolocation(first)
+    where = f"{data}, split {split}"
+    height, width = (int(v) for v in first["image"].shape[-2:])
     slots = len(model.channel_ids) if channels is None else len(dm.selection.ids)
     from geovit.channels import TABLES
 
@@ -105,17 +113,32 @@ def embed_dataset(checkpoint: str | os.PathLike | SceneModel, data: str | os.Pat
              "model_family": model.family, "checkpoint": Path(model.checkpoint).name,
              "channel_table": model.channel_table, "feature": "cls" if model.family == "channelvit" else "fused",
              "channel_names": list(TABLES[model.channel_table])}
+    if geolocated:
+        attrs["geolocation"] = ("patch centres: x / y in the CRS of each patch (epsg), lon / lat in EPSG:4326; "
+                                "city")
     store = ZarrStore(out, {"sample": ("sample", np.arange(n)), "feature": ("feature", np.arange(dim)),
                             "slot": ("slot", np.arange(slots))}, attrs)
     try:
         chunk = max(1, min(n, 2**22 // max(1, dim)))
         # CF 'coordinates': xarray reads label and row as coordinates of the samples
+        coords = "label row" + (" city epsg x y lon lat" if geolocated else "")
         store.create("embedding", ("sample", "feature"), (n, dim), (chunk, dim), "float32", float("nan"),
-                     attrs={"coordinates": "label row"})
+                     attrs={"coordinates": coords})
         # integer variables carry no fill value, so xarray reads them as integers (not masked floats)
         store.create("label", ("sample",), (n,), (min(n, 2**20),), "int64", None)
         store.create("row", ("sample",), (n,), (min(n, 2**20),), "int64", None)
         store.create("channels", ("sample", "slot"), (n, slots), (min(n, 2**18), slots), "int64", None)
+        if geolocated:
+            base = getattr(ds, "dataset", ds)  # a Subset of the first samples
+            geo = getattr(base, "geolocation", None)
+            city_width = max([len(c) for c in geo.city] + [1]) if geo is not None else 64
+            store.create("city", ("sample",), (n,), (min(n, 2**20),), f"<U{city_width}", None)
+            store.create("epsg", ("sample",), (n,), (min(n, 2**20),), "int64", None)
+            for name, what in (("x", "patch centre easting in the patch's CRS (epsg)"),
+                               ("y", "patch centre northing in the patch's CRS (epsg)"),
+                               ("lon", "patch centre longitude, EPSG:4326"),
+                               ("lat", "patch centre latitude, EPSG:4326")):
+                store.create(name, ("sample",), (n,), (min(n, 2**20),), "float64", None, attrs={"long_name": what})
         bar = Progress(n, "embed", unit="sample", enabled=False if progress is False else None)
         i = 0
         for batch in loader:
@@ -143,6 +166,12 @@ def embed_dataset(checkpoint: str | os.PathLike | SceneModel, data: str | os.Pat
                 used = ch[j][valid[j]]
                 padded[j, :len(used)] = used[:slots]
             store.write("channels", (sl,), padded)
+            if geolocated:
+                pts = PatchPoints.from_batch(batch, height, width, where=f"{where}, samples {i}..{i + b - 1}")
+                if max((len(c) for c in pts.city), default=0) > city_width:
+                    raise DataError(f"{where}: field 'city' holds names longer than {city_width} characters")
+                for name in ("city", "epsg", "x", "y", "lon", "lat"):
+                    store.write(name, (sl,), getattr(pts, name))
             i += b
             bar.update(b)
         bar.close()
@@ -150,7 +179,8 @@ def embed_dataset(checkpoint: str | os.PathLike | SceneModel, data: str | os.Pat
     except BaseException:
         store.abort()
         raise
-    return {"samples": n, "dim": dim, "seconds": time.perf_counter() - t0, "outputs": {"embeddings": str(path)}}
+    return {"samples": n, "dim": dim, "seconds": time.perf_counter() - t0, "geolocated": geolocated,
+            "outputs": {"embeddings": str(path)}}
 
 
 def read_embeddings(path: str | os.PathLike):
@@ -182,9 +212,81 @@ def read_embeddings(path: str | os.PathLike):
     return ds
 
 
+def store_crs(ds, where: str = "the embedding store"):
+    """The ``rasterio`` CRS of a window-grid store (``None`` when the scene had none).
+
+    Raises:
+        DataError: naming ``where``, for a CRS attribute that is not a coordinate reference system.
+    """
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    wkt = ds.attrs.get("crs") or ""
+    if not wkt:
+        return None
+    try:
+        return CRS.from_user_input(wkt)
+    except CRSError as err:
+        raise DataError(f"{where}: its attribute 'crs' is not a coordinate reference system ({err})") from None
+
+
+def window_index(store: Any, x: Sequence[float], y: Sequence[float], *, crs: Any = None,
+                 where: str = "the embedding store") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Window-grid ``(rows, cols, inside)`` of points: the window whose centre is nearest each point.
+
+    The window grid's pixels are ``stride`` wide and centred on the windows
+    (:attr:`geovit.geo.scene.WindowPlan.transform`), so the pixel holding a point is the window
+    whose centre is nearest to it (at most ``stride / 2`` scene pixels away along each axis; with
+    non-overlapping windows it is the window that contains the point).
+
+    Args:
+        store: the Dataset of :func:`read_embeddings` (window-grid kind).
+        x: point coordinates (easting / longitude).
+        y: point coordinates (northing / latitude).
+        crs: CRS of the points (default: the store's CRS).
+        where: how to name the store in messages.
+
+    Returns:
+        int64 window rows and columns, and a bool mask of the points inside the grid.
+
+    Raises:
+        DataError: a dataset-split store, or ``crs`` given for a store without CRS.
+    """
+    ds = store
+    if ds.attrs.get("kind") != "window grid":
+        raise DataError(f"{where} holds a dataset split, not a window grid; select rows by 'sample'")
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if crs is not None:
+        from rasterio.crs import CRS
+        from rasterio.warp import transform as warp_points
+
+        dst = store_crs(ds, where)
+        if dst is None:
+            raise DataError(f"{where} has no CRS (nor had its scene), so points in {crs} cannot be placed on its grid; "
+                            "give coordinates in the scene's pixel grid (crs=None)")
+        src = CRS.from_user_input(crs)
+        if src != dst and len(x):
+            xt, yt = warp_points(src, dst, x.tolist(), y.tolist())
+            x, y = np.asarray(xt), np.asarray(yt)
+    from affine import Affine
+
+    inv = ~Affine(*ds.attrs["transform"])
+    cols, rows = inv @ (x, y)
+    ok = np.isfinite(cols) & np.isfinite(rows)
+    cols = np.floor(np.where(ok, cols, -1)).astype(np.int64)
+    rows = np.floor(np.where(ok, rows, -1)).astype(np.int64)
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    inside = ok & (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    return rows, cols, inside
+
+
 def embeddings_at(store: str | os.PathLike | Any, x: Sequence[float], y: Sequence[float], *, crs: Any = None,
                   outside: str = "nan") -> np.ndarray:
-    """Embedding of the window containing each point ``(x[i], y[i])`` of a scene embedding store.
+    """Embedding of the window nearest each point ``(x[i], y[i])`` of a scene embedding store.
+
+    With non-overlapping windows (the default stride) that is the window containing the point;
+    see :func:`window_index`.
 
     Args:
         store: a store path or the Dataset of :func:`read_embeddings` (window-grid kind).
@@ -197,39 +299,21 @@ def embeddings_at(store: str | os.PathLike | Any, x: Sequence[float], y: Sequenc
         float32 ``(len(x), feature)``; NaN rows for points outside the grid or in nodata windows.
 
     Raises:
-        DataError: a dataset-split store (no grid), points outside with ``outside="error"``.
+        DataError: a dataset-split store, points outside with ``outside="error"``, ``crs`` for a
+            store without CRS.
     """
     ds = store if not isinstance(store, (str, os.PathLike)) else read_embeddings(store)
-    if ds.attrs.get("kind") != "window grid":
-        raise DataError("embeddings_at: the store holds a dataset split, not a window grid; select rows by 'sample'")
     if outside not in ("nan", "error"):
         raise GeovitError(f"outside={outside!r}: expected 'nan' or 'error'")
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    if crs is not None and ds.attrs.get("crs"):
-        from rasterio.crs import CRS
-        from rasterio.warp import transform as warp_points
-
-        src, dst = CRS.from_user_input(crs), CRS.from_user_input(ds.attrs["crs"])
-        if src != dst:
-            xt, yt = warp_points(src, dst, x.tolist(), y.tolist())
-            x, y = np.asarray(xt), np.asarray(yt)
-    from affine import Affine
-
-    inv = ~Affine(*ds.attrs["transform"])
-    cols, rows = inv @ (x, y)
-    cols, rows = np.floor(cols).astype(np.int64), np.floor(rows).astype(np.int64)
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
-    inside = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    rows, cols, inside = window_index(ds, x, y, crs=crs, where="embeddings_at: the store")
     if outside == "error" and not inside.all():
         bad = np.flatnonzero(~inside)[:5].tolist()
         raise DataError(f"embeddings_at: points {bad} lie outside the window grid of the store")
-    out = np.full((len(x), ds.sizes["feature"]), np.nan, np.float32)
+    out = np.full((len(rows), ds.sizes["feature"]), np.nan, np.float32)
     if inside.any():
-        emb = ds["embedding"]
-        r, c = rows[inside], cols[inside]
         import xarray as xr
 
-        picked = emb.isel(y=xr.DataArray(r, dims="p"), x=xr.DataArray(c, dims="p")).values
+        picked = ds["embedding"].isel(y=xr.DataArray(rows[inside], dims="p"),
+                                      x=xr.DataArray(cols[inside], dims="p")).values
         out[inside] = picked
     return out

@@ -463,7 +463,7 @@ def predict_scene(checkpoint: str | os.PathLike | SceneModel, rasters: Sequence[
                   bands: Sequence[str | Sequence[str] | None] | None = None, masks: Sequence[str] = (),
                   max_missing: float = 0.1, stride: int | None = None, batch_size: int = 64,
                   probabilities: str | os.PathLike | None = None, preview: str | os.PathLike | bool = True,
-                  reproject: bool = False, class_names: Sequence[str] | None = None,
+                  reproject: bool = False, resampling: str = "bilinear", class_names: Sequence[str] | None = None,
                   device: str | torch.device | None = None, devices: int = 1, num_nodes: int = 1,
                   accelerator: str = "auto", strategy: str = "ddp", progress: bool | None = True,
                   gdal_cache_mb: int = 16, chunk_mb: float = 8.0) -> dict[str, Any]:
@@ -481,7 +481,8 @@ def predict_scene(checkpoint: str | os.PathLike | SceneModel, rasters: Sequence[
         batch_size: windows per model call.
         probabilities: also write the per-class probabilities here (float32 COG, NaN nodata).
         preview: PNG preview path, ``True`` (``out`` with ``.png``) or ``False``.
-        reproject: warp rasters on other grids onto the first one's.
+        reproject: warp rasters on other grids onto the first one's (GeoTIFFs and zarr cubes).
+        resampling: resampling of reprojected data bands (``rasterio.enums.Resampling`` name).
         class_names: override the class names.
         device: device of a single-device run (default: cuda when present, else cpu).
         devices: devices per node; more than one shards through Lightning (``accelerator``,
@@ -511,7 +512,7 @@ def predict_scene(checkpoint: str | os.PathLike | SceneModel, rasters: Sequence[
     preview_path = (out.with_suffix(".png") if preview is True else Path(preview)) if preview else None
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), \
             Scene(rasters, table=model.channel_table, bands=bands, masks=masks, channel_ids=model.channel_ids,
-                  reproject=reproject) as scene:
+                  reproject=reproject, resampling=resampling) as scene:
         plan = WindowPlan(scene, model.window, stride, max_missing, chunk_bytes=int(chunk_mb * 2**20),
                           min_chunk_windows=batch_size)
         tags = _scene_tags(model, plan, max_missing)
@@ -532,6 +533,7 @@ def predict_scene(checkpoint: str | os.PathLike | SceneModel, rasters: Sequence[
 def embed_scene(checkpoint: str | os.PathLike | SceneModel, rasters: Sequence[Any], out: str | os.PathLike, *,
                 bands: Sequence[str | Sequence[str] | None] | None = None, masks: Sequence[str] = (),
                 max_missing: float = 0.1, stride: int | None = None, batch_size: int = 64, reproject: bool = False,
+                resampling: str = "bilinear",
                 device: str | torch.device | None = None, devices: int = 1, num_nodes: int = 1,
                 accelerator: str = "auto", strategy: str = "ddp", progress: bool | None = True,
                 gdal_cache_mb: int = 16, chunk_mb: float = 8.0) -> dict[str, Any]:
@@ -556,7 +558,7 @@ def embed_scene(checkpoint: str | os.PathLike | SceneModel, rasters: Sequence[An
     model = _model(checkpoint, False, None, device)
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), \
             Scene(rasters, table=model.channel_table, bands=bands, masks=masks, channel_ids=model.channel_ids,
-                  reproject=reproject) as scene:
+                  reproject=reproject, resampling=resampling) as scene:
         plan = WindowPlan(scene, model.window, stride, max_missing, chunk_bytes=int(chunk_mb * 2**20),
                           min_chunk_windows=batch_size)
         tags = _scene_tags(model, plan, max_missing)

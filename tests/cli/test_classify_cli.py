@@ -126,3 +126,32 @@ def test_evaluate_refuses_channels_the_model_never_saw(trained, run_cli, tmp_pat
     torch.save(ckpt, s2_only)
     code, _, err = run_cli("evaluate", s2_only, "--channels", "S1_B1,S2_B02")
     assert code == 2 and "never seen ['S1_B1']" in err
+
+
+def test_train_holds_out_cities_named_by_val_cities(run_cli, tmp_path):
+    """``--val-cities`` reaches the So2Sat DataModule: the held-out city's rows are the validation split."""
+    import h5py
+
+    from geovit.data.so2sat import synthetic_geolocation, write_geo_h5
+    from geovit.data.so2sat_synthetic import write_synthetic
+
+    data = tmp_path / "so2sat"
+    write_synthetic(data, num_samples=48, seed=0)
+    with h5py.File(data / "training.h5", "r") as f:
+        rows = f["sen1"].shape[0]
+    epsg, tfw, city = synthetic_geolocation(rows, seed=0)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "synthetic_samples"}))
+    argv = ("train", "--config", cfg, "--data", data, "--max-steps", "1", "--batch-size", "8", "--accelerator", "cpu")
+
+    code, _, err = run_cli(*argv, "--out", tmp_path / "a", "--val-cities", "paris")
+    assert code == 2 and "training_geo.h5" in err  # no geolocation file yet: named
+    write_geo_h5(data / "training_geo.h5", epsg=epsg, tfw=tfw, city=city)
+    code, _, err = run_cli(*argv, "--out", tmp_path / "b", "--val-cities", "atlantis")
+    assert code == 2 and "atlantis" in err and "paris" in err  # unknown city: the known ones listed
+    held_out = city[len(city) // 2]
+    code, out, err = run_cli(*argv, "--out", tmp_path / "c", "--val-cities", held_out)
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["val_cities"] == held_out
+    metrics = pd.read_csv(tmp_path / "c" / "logs" / "metrics.csv")
+    assert metrics["val_acc"].notna().any()

@@ -1,6 +1,7 @@
 """Multi-scale embeddings: crop geometry, reprojection, edges, rasters vs cubes, cache, combinations."""
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -321,3 +322,194 @@ def test_no_warnings_for_clean_input(grid_tif):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         embed_units(_units([10.0], [10.0]), grid_tif, "tiny", scales=[4], progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a geovit embed store instead of re-encoding
+# --------------------------------------------------------------------------------------------
+SCENE_CRS, SX0, SY0, SRES = "EPSG:32632", 500_000.0, 5_300_000.0, 10.0
+
+
+def _s1_scene(path: Path) -> Path:
+    """An 8-band Sentinel-1 raster of 64 x 80 px (4 x 5 windows of 16 px); window (2, 3) is all nodata."""
+    data = np.random.default_rng(5).normal(size=(8, 64, 80)).astype(np.float32)
+    data[:, 32:48, 48:64] = np.nan
+    with rasterio.open(path, "w", driver="GTiff", width=80, height=64, count=8, dtype="float32", crs=SCENE_CRS,
+                       transform=from_origin(SX0, SY0, SRES, SRES), nodata=float("nan")) as dst:
+        dst.write(data)
+        for b in range(8):
+            dst.set_band_description(b + 1, f"S1_B{b + 1}")
+    return path
+
+
+def _scene_model(window: int):
+    """A random ChannelViT over the 8 Sentinel-1 ids, as geovit embed loads it (no band statistics)."""
+    from geovit.models import create_model
+    from geovit.predict.model import SceneModel
+
+    torch.manual_seed(window)
+    vit = create_model("channelvit_tiny_patch8", in_chans=18, img_size=window, depth=1, embed_dim=24, num_heads=2,
+                       num_classes=0)
+    with torch.no_grad():
+        for p in vit.parameters():
+            if p.ndim > 1:
+                p.normal_(0.0, 0.6)
+    return SceneModel(vit.eval(), "channelvit", "so2sat", tuple(range(8)), window, 0, ())
+
+
+@pytest.fixture(scope="module")
+def s1_store(tmp_path_factory):
+    """(raster, store of 16 px windows, model) of the Sentinel-1 scene."""
+    from geovit.predict import embed_scene
+
+    root = tmp_path_factory.mktemp("store")
+    tif = _s1_scene(root / "s1.tif")
+    model = _scene_model(16)
+    embed_scene(model, [tif], root / "emb16.zarr", progress=False, device="cpu")
+    return tif, root / "emb16.zarr", model
+
+
+def _scene_units(px, py, ids=None) -> pd.DataFrame:
+    """Units at scene pixel positions (px, py), as WGS84 lon/lat and as x/y in the scene's CRS."""
+    x = SX0 + np.asarray(px, float) * SRES
+    y = SY0 - np.asarray(py, float) * SRES
+    lon, lat = Transformer.from_crs(SCENE_CRS, "EPSG:4326", always_xy=True).transform(x, y)
+    return pd.DataFrame({"unit_id": ids or [f"u{i}" for i in range(len(x))], "lon": lon, "lat": lat, "x": x, "y": y})
+
+
+def _window_features(model, tif, i, j, window):
+    with rasterio.open(tif) as ds:
+        x = ds.read(out_dtype="float32")[:, i * window:(i + 1) * window, j * window:(j + 1) * window]
+    with torch.no_grad():
+        ids = torch.arange(8)
+        return model.module.forward_head(model.module.forward_features(torch.from_numpy(x[None]), ids),
+                                         pre_logits=True)[0].numpy()
+
+
+def test_units_take_the_store_embedding_of_their_window_equal_to_the_encoder_features(s1_store):
+    from causal.embeddings import store_features
+
+    tif, store, model = s1_store
+    # unit -> window (row, col): centres, off-centre points inside windows, a unit on another window's centre
+    px = [8.0, 24.0, 3.2, 79.0, 40.0, 56.5]
+    py = [8.0, 40.0, 60.9, 0.5, 24.0, 8.0]
+    want_windows = [(0, 0), (2, 1), (3, 0), (0, 4), (1, 2), (0, 3)]
+    units = _scene_units(px, py)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = embed_units(units, store)  # lon/lat (WGS84) reprojected onto the store's grid
+    assert ds["scale"].values.tolist() == [16] and ds.attrs["lookup"] == "nearest window centre"
+    for k, (i, j) in enumerate(want_windows):
+        np.testing.assert_allclose(ds["embedding"].values[k, 0], _window_features(model, tif, i, j, 16), atol=2e-5,
+                                   err_msg=f"unit {k} in window {i},{j}")
+    np.testing.assert_allclose(ds["window_offset_px"].values[:, 0],
+                               np.hypot(np.array(px) - [16 * j + 8 for _, j in want_windows],
+                                        np.array(py) - [16 * i + 8 for i, _ in want_windows]), atol=1e-6)
+    np.testing.assert_allclose(ds["col"].values, px, atol=1e-6)
+    np.testing.assert_allclose(ds["row"].values, py, atol=1e-6)
+    assert (ds["channels_used"].values == 8).all() and (ds["missing_fraction"].values == 0).all()
+    same = store_features(units, store, x_col="x", y_col="y")  # x/y already in the store's CRS
+    np.testing.assert_allclose(same["embedding"].values, ds["embedding"].values, atol=1e-6)
+    # the same units at window centres, encoded from the raster by the same (frozen) model
+    centred = units.iloc[[0, 1, 4]].reset_index(drop=True)
+    enc = FrozenEncoder(model.module, input_size=16, channel_ids=range(8))
+    crops = embed_units(centred, tif, enc, scales=[16], normalize="none", progress=False)
+    np.testing.assert_allclose(embed_units(centred, store)["embedding"].values, crops["embedding"].values, atol=2e-5)
+
+
+def test_multi_scale_from_several_stores(s1_store, tmp_path):
+    from geovit.predict import embed_scene
+
+    tif, store16, model16 = s1_store
+    model32 = _scene_model(32)
+    embed_scene(model32, [tif], tmp_path / "emb32.zarr", progress=False, device="cpu")
+    units = _scene_units([20.0, 40.0], [10.0, 20.0])
+    ds = embed_units(units, [store16, tmp_path / "emb32.zarr"])
+    assert ds["scale"].values.tolist() == [16, 32] and ds["embedding"].shape == (2, 2, 24)
+    np.testing.assert_allclose(ds["embedding"].sel(scale=32).values[1], _window_features(model32, tif, 0, 1, 32),
+                               atol=2e-5)
+    np.testing.assert_allclose(ds["embedding"].sel(scale=16).values[1], _window_features(model16, tif, 1, 2, 16),
+                               atol=2e-5)
+    assert combine(ds, [16, 32]).shape == (2, 48)
+    only = embed_units(units, [store16, tmp_path / "emb32.zarr"], scales=[32])
+    np.testing.assert_allclose(only["embedding"].values[:, 0], ds["embedding"].sel(scale=32).values)
+    embed_scene(model32, [tif], tmp_path / "emb32s.zarr", stride=16, progress=False, device="cpu")
+    with pytest.raises(GeovitError, match=r"several have window \[32\] px"):
+        embed_units(units, [tmp_path / "emb32.zarr", tmp_path / "emb32s.zarr"])
+
+
+def test_store_units_outside_nodata_crs_and_arguments_are_named(s1_store, tmp_path):
+    tif, store, _ = s1_store
+    units = _scene_units([8.0, 200.0, 56.0], [8.0, 8.0, 40.0], ids=["in", "east", "cloud"])
+    with pytest.raises(DataError, match=r"1 unit\(s\) lie outside raster embedding store .*emb16\.zarr.*: east"):
+        embed_units(units, store)
+    with pytest.warns(UserWarning) as record:
+        ds = embed_units(units, store, on_outside="skip")
+    text = " ".join(str(w.message) for w in record)
+    assert "east" in text and "cloud" in text and ds["unit"].values.tolist() == ["in"] and ds.attrs["nodata_units"] == 1
+    with pytest.raises(DataError, match=r"1 unit\(s\) lie in windows without any usable band .*: cloud; .*skip"):
+        embed_units(units.iloc[[0, 2]], store, on_nodata="fill")
+    with pytest.raises(DataError, match=r"emb16\.zarr: CRS EPSG:32632 differs from raster_crs EPSG:32633"):
+        embed_units(units.iloc[[0]], store, raster_crs="EPSG:32633")
+    assert embed_units(units.iloc[[0]], store, raster_crs="EPSG:32632").sizes["unit"] == 1
+    with pytest.raises(GeovitError, match=r"scales \[64\]: the embedding stores hold windows of \[16\] px"):
+        embed_units(units.iloc[[0]], store, scales=[64])
+    with pytest.raises(GeovitError, match="encoder: do not apply to an embedding store"):
+        embed_units(units.iloc[[0]], store, "tiny")
+    with pytest.raises(DataError, match=r"raster .*s1\.tif: not an embedding store, but given with"):
+        embed_units(units.iloc[[0]], [store, tif])
+    split = xr.Dataset({"embedding": (("sample", "feature"), np.zeros((2, 3)))}, attrs={"kind": "dataset split"})
+    with pytest.raises(DataError, match="holds a dataset split"):
+        embed_units(units.iloc[[0]], split)
+    stripped = xr.open_zarr(store).drop_vars("x")
+    with pytest.raises(DataError, match="no coordinate 'x'; expected a store written by geovit embed"):
+        embed_units(units.iloc[[0]], stripped)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda s: st.tuples(st.just(s), st.integers(s, 12))),
+       st.floats(0, 0.999), st.floats(0, 0.999))
+def test_window_index_picks_the_nearest_window_centre(stride_window, fx, fy):
+    """Any point of the grid gets a window whose centre is at most stride / 2 away along each axis."""
+    from affine import Affine
+
+    from geovit.predict.embeddings import window_index
+
+    stride, window = stride_window
+    rows, cols = 5, 7
+    scene = Affine(10.0, 0.0, 1000.0, 0.0, -10.0, 2000.0)
+    off = (window - stride) / 2
+    grid = scene @ Affine.translation(off, off) @ Affine.scale(stride)
+    xs = scene.c + 10.0 * (np.arange(cols) * stride + window / 2)
+    ys = scene.f - 10.0 * (np.arange(rows) * stride + window / 2)
+    ds = xr.Dataset(coords={"x": xs, "y": ys}, attrs={"kind": "window grid", "transform": list(grid)[:6]})
+    # a point anywhere in the area the window-grid pixels cover
+    px, py = grid @ (fx * cols, fy * rows)
+    r, c, inside = window_index(ds, [px], [py])
+    assert inside[0]
+    assert abs(xs[c[0]] - px) <= 10.0 * stride / 2 + 1e-6 and abs(ys[r[0]] - py) <= 10.0 * stride / 2 + 1e-6
+    _, _, out = window_index(ds, [grid.c - 1e-3], [py])
+    assert not out[0]
+
+
+def test_cate_command_reads_the_store_instead_of_encoding(s1_store, tmp_path):
+    from geovit.cli import main
+
+    tif, store, model = s1_store
+    rng = np.random.default_rng(0)
+    px, py = rng.uniform(0, 80, 120), rng.uniform(0, 64, 120)
+    clear = ~((px >= 48) & (px < 64) & (py >= 32) & (py < 48))  # not in the nodata window
+    units = _scene_units(px[clear], py[clear])
+    units["treatment"] = np.arange(len(units)) % 2
+    units["outcome"] = rng.normal(size=len(units)) + units["treatment"]
+    units.to_csv(tmp_path / "units.csv", index=False)
+    out = tmp_path / "out"
+    assert main(["cate", "--units", str(tmp_path / "units.csv"), "--raster", str(store), "--out", str(out),
+                 "--n-estimators", "20", "--n-bootstrap", "5"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scales"] == [16] and summary["units"] == len(units)
+    cate = pd.read_csv(out / "cate.csv")
+    np.testing.assert_allclose(cate["x"], units["x"], atol=1e-3)  # the units' positions in the store's CRS
+    assert not (out / "embeddings").exists()  # nothing was encoded or cached
+    assert main(["cate", "--units", str(tmp_path / "units.csv"), "--raster", str(store), "--out",
+                 str(tmp_path / "o2"), "--encoder", "tiny"]) == 2
