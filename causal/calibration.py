@@ -139,14 +139,17 @@ class CalibrationTest:
 
     @property
     def mean_forest_prediction(self) -> float:
+        """Coefficient of the mean forest prediction (1 when the average effect is right)."""
         return float(self.table.loc[ROWS[0], "estimate"])
 
     @property
     def differential_forest_prediction(self) -> float:
+        """Coefficient of the differential forest prediction (1: well calibrated heterogeneity; > 1: τ̂ shrunk towards the mean; 0: no heterogeneity found)."""
         return float(self.table.loc[ROWS[1], "estimate"])
 
     @property
     def slope_one_t(self) -> float:
+        """t-statistic of ``differential_forest_prediction`` against 1 (NaN without a standard error)."""
         row = self.table.loc[ROWS[1]]
         return float((row["estimate"] - 1.0) / row["std_err"]) if row["std_err"] > 0 else float("nan")
 
@@ -267,9 +270,10 @@ def group_average_effects(dr_scores, priorities, *, n_groups: int = 5, clusters=
     cross-fitted), as the forest's :meth:`~causal.estimators.MultiScaleCATE.dr_scores` are.
 
     Returns:
-        DataFrame with ``group, n_units, tau_hat_min, tau_hat_max, tau_hat_mean, estimate,
-        std_err`` and the bounds named by :func:`ci_column_names` (``ci_lower_95``,
-        ``ci_upper_95``); with ``truth`` (simulations) also ``tau_true_mean`` and ``covered``.
+        DataFrame with the columns ``group``, ``n_units``, ``tau_hat_min``, ``tau_hat_max``,
+        ``tau_hat_mean``, ``estimate``, ``std_err`` and the bounds named by :func:`ci_column_names`
+        (``ci_lower_95``, ``ci_upper_95``); with ``truth`` (simulations) also ``tau_true_mean`` and
+        ``covered``.
     """
     level = _level(level)
     gamma = _vector(dr_scores, "dr_scores", None)

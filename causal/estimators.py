@@ -153,14 +153,26 @@ class KnownPropensity(ClassifierMixin, BaseEstimator):
         self.propensity = propensity
 
     def fit(self, X, y, sample_weight=None):
+        """Record the classes of ``y``; nothing is estimated.
+
+        Args:
+            X: features (unused).
+            y: treatment labels.
+            sample_weight: unused (accepted for scikit-learn compatibility).
+
+        Returns:
+            ``self``.
+        """
         self.classes_ = np.unique(np.asarray(y))
         return self
 
     def predict_proba(self, X):
+        """The known design: ``(n, 2)`` columns ``1 - propensity`` and ``propensity``."""
         n = np.shape(X)[0]
         return np.column_stack([np.full(n, 1.0 - self.propensity), np.full(n, self.propensity)])
 
     def predict(self, X):
+        """The class whose known probability exceeds 0.5 (the first class when ``propensity <= 0.5``)."""
         return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
 
 
@@ -172,31 +184,34 @@ def grf_mtry(p: int) -> int:
 class MultiScaleCATE(BaseEstimator):
     """Causal forest (econml ``CausalForestDML``) on the concatenation of the chosen scales.
 
-    Parameters
-    ----------
-    scales : scales to concatenate, in order (default: every scale in ``X_scales``).
-    propensity : known P(T = 1) of a randomised trial; ``None`` estimates it with a random forest.
-    n_estimators : trees of the causal forest (grf: 2000; rounded up to a multiple of
-        ``subforest_size``).
-    min_samples_leaf, max_samples, honest, criterion : econml forest settings (grf-like defaults:
-        5, 0.5, True, "mse").
-    max_features : ``"grf"`` = grf's mtry, or anything econml accepts.
-    cv : cross-fitting folds for the nuisances E[Y|X], E[T|X].
-    model_y, model_t : nuisance models (default: random forests with max(50, trees/4) trees,
-        leaf size 5, as grf's ``Y.hat``/``W.hat`` forests).
-    propensity_clip : estimated propensities are clipped to [clip, 1 − clip] in the DR scores.
-    subforest_size : trees per little bag of the bootstrap-of-little-bags variance (grf's
-        ``ci.group.size``, 2 in grf; econml's default 4).
-    select_features : ``None`` (default) uses every feature as effect modifier. A number ``c``
-        first fits a pilot forest of the same settings and keeps the features whose importance
-        exceeds ``c`` × the mean importance (``1.0`` is the recipe of Athey & Wager, "Estimating
-        treatment effects with causal forests: an application", Observational Studies 2019, §3:
-        ``which(variable_importance(cf) > mean(...))``); the other features still enter the
-        nuisance models E[Y|X], E[T|X] (econml's controls ``W``), as in grf where ``Y.hat`` and
-        ``W.hat`` use every covariate.
-    n_jobs : parallel jobs for the forests (econml / scikit-learn ``n_jobs``).
-    use_ray, ray_remote_func_options : passed to econml (Ray-parallel cross-fitting on a cluster).
-    random_state : seed.
+    Args:
+        scales: scales to concatenate, in order (default: every scale in ``X_scales``).
+        propensity: known P(T = 1) of a randomised trial; ``None`` estimates it with a random forest.
+        n_estimators: trees of the causal forest (grf: 2000; rounded up to a multiple of
+            ``subforest_size``).
+        min_samples_leaf: econml forest setting: smallest leaf (grf-like default 5).
+        max_samples: econml forest setting: share of units per tree (grf-like default 0.5).
+        honest: econml forest setting: honest splitting (grf-like default True).
+        criterion: econml forest setting: split criterion (grf-like default "mse").
+        max_features: ``"grf"`` = grf's mtry, or anything econml accepts.
+        cv: cross-fitting folds for the nuisances E[Y|X], E[T|X].
+        model_y: nuisance model of E[Y|X] (default: a random forest with max(50, trees/4) trees,
+            leaf size 5, as grf's ``Y.hat`` forest).
+        model_t: nuisance model of E[T|X] (default: the same forest, as grf's ``W.hat``).
+        propensity_clip: estimated propensities are clipped to [clip, 1 − clip] in the DR scores.
+        subforest_size: trees per little bag of the bootstrap-of-little-bags variance (grf's
+            ``ci.group.size``, 2 in grf; econml's default 4).
+        select_features: ``None`` (default) uses every feature as effect modifier. A number ``c``
+            first fits a pilot forest of the same settings and keeps the features whose importance
+            exceeds ``c`` × the mean importance (``1.0`` is the recipe of Athey & Wager, "Estimating
+            treatment effects with causal forests: an application", Observational Studies 2019, §3:
+            ``which(variable_importance(cf) > mean(...))``); the other features still enter the
+            nuisance models E[Y|X], E[T|X] (econml's controls ``W``), as in grf where ``Y.hat`` and
+            ``W.hat`` use every covariate.
+        n_jobs: parallel jobs for the forests (econml / scikit-learn ``n_jobs``).
+        use_ray: passed to econml (Ray-parallel cross-fitting on a cluster).
+        ray_remote_func_options: passed to econml with ``use_ray``.
+        random_state: seed.
 
     After ``fit``: ``forest_`` (the econml estimator), ``scales_``, ``n_features_in_``,
     ``selected_features_`` (column positions of the effect modifiers) and ``groups_``.
@@ -453,19 +468,23 @@ class CATEEvaluation:
 
     @property
     def estimate(self) -> float | np.ndarray:
+        """RATE estimate: the mean over the folds."""
         return self._scalar(np.mean([f.estimate for f in self.folds], axis=0))
 
     @property
     def std_err(self) -> float | np.ndarray:
+        """Standard error of :attr:`estimate`: the folds' standard errors combined as independent."""
         se = np.sqrt(np.sum([np.square(f.std_err) for f in self.folds], axis=0)) / len(self.folds)
         return self._scalar(se)
 
     @property
     def rate_ratio(self) -> float | np.ndarray:
+        """RATE ratio (estimate / standard error): the mean over the folds."""
         return self._scalar(np.mean([f.rate_ratio for f in self.folds], axis=0))
 
     @property
     def target(self) -> str | list[str]:
+        """``"AUTOC"`` or ``"QINI"`` (one per priority column when several were compared)."""
         return self.folds[0].target
 
     @property

@@ -264,31 +264,28 @@ def rank_average_treatment_effect(dr_scores, priorities, target: str = "AUTOC", 
     Python counterpart of grf's ``rank_average_treatment_effect.fit(DR.scores, priorities, target,
     q, R, sample.weights, clusters)`` with identical point estimates and the same bootstrap.
 
-    Parameters
-    ----------
-    dr_scores : (n,) doubly-robust scores Γ of the evaluation units (see :func:`causal.scores.aipw_scores`).
-        They must not have been fitted on the data that produced ``priorities``.
-    priorities : (n,) priority scores S (larger = treat first), e.g. CATEs predicted by a model fitted
-        on other data; or two columns (an ``(n, 2)`` array, a two-column DataFrame or a dict of two
-        vectors) to compare two rules on shared bootstrap draws.
-    target : ``"AUTOC"`` (α(u) = 1) or ``"QINI"`` (α(u) = u).
-    q : grid of fractions for the TOC table, strictly increasing in (0, 1] with last entry 1;
-        default 0.1, 0.2, …, 1.
-    sample_weight : (n,) positive weights (rescaled to sum 1 as grf does), default unit weights.
-    clusters : (n,) cluster ids; the bootstrap draws ⌊K/2⌋ of the K clusters per replicate.
-        Default: one cluster per unit.
-    n_bootstrap : R, number of half-sample replicates (R < 2 gives std_err 0).
-    random_state : seed or ``numpy.random.Generator`` for the bootstrap.
+    Args:
+        dr_scores: (n,) doubly-robust scores Γ of the evaluation units (see :func:`causal.scores.aipw_scores`).
+            They must not have been fitted on the data that produced ``priorities``.
+        priorities: (n,) priority scores S (larger = treat first), e.g. CATEs predicted by a model fitted
+            on other data; or two columns (an ``(n, 2)`` array, a two-column DataFrame or a dict of two
+            vectors) to compare two rules on shared bootstrap draws.
+        target: ``"AUTOC"`` (α(u) = 1) or ``"QINI"`` (α(u) = u).
+        q: grid of fractions for the TOC table, strictly increasing in (0, 1] with last entry 1;
+            default 0.1, 0.2, …, 1.
+        sample_weight: (n,) positive weights (rescaled to sum 1 as grf does), default unit weights.
+        clusters: (n,) cluster ids; the bootstrap draws ⌊K/2⌋ of the K clusters per replicate.
+            Default: one cluster per unit.
+        n_bootstrap: R, number of half-sample replicates (R < 2 gives std_err 0).
+        random_state: seed or ``numpy.random.Generator`` for the bootstrap.
 
-    Returns
-    -------
-    RATEResult with ``estimate``, ``std_err``, ``rate_ratio``, ``target`` and ``toc``.
+    Returns:
+        RATEResult with ``estimate``, ``std_err``, ``rate_ratio``, ``target`` and ``toc``.
 
-    Examples
-    --------
-    >>> r = rank_average_treatment_effect([3, -1, 2, 0], [.9, .1, .5, .5], q=[.3, .5, 1], n_bootstrap=0)
-    >>> round(r.estimate, 6), r.toc["estimate"].round(6).tolist()
-    (0.916667, [1.666667, 1.0, 0.0])
+    Examples:
+        >>> r = rank_average_treatment_effect([3, -1, 2, 0], [.9, .1, .5, .5], q=[.3, .5, 1], n_bootstrap=0)
+        >>> round(r.estimate, 6), r.toc["estimate"].round(6).tolist()
+        (0.916667, [1.666667, 1.0, 0.0])
     """
     target = str(target).upper()
     if target not in TARGETS:

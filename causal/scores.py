@@ -49,23 +49,21 @@ def _vector(x, name: str, n: int | None, index=None, ref: str = "Y") -> np.ndarr
 def aipw_scores(Y, W, m_hat, tau_hat, e_hat) -> np.ndarray:
     """Doubly-robust scores Γ_i for a binary treatment (grf ``get_scores`` for a causal forest).
 
-    Parameters
-    ----------
-    Y : (n,) outcomes.
-    W : (n,) treatment indicators, 0/1 (or bool).
-    m_hat : (n,) cross-fitted / OOB estimates of E[Y | X] (grf's ``Y.hat``; not E[Y | X, W]).
-    tau_hat : (n,) cross-fitted / OOB CATE estimates τ̂(X_i).
-    e_hat : (n,) propensities P(W = 1 | X_i), or one number for a randomised trial with known
-        assignment probability.  Every value must lie strictly inside (0, 1).
+    Args:
+        Y: (n,) outcomes.
+        W: (n,) treatment indicators, 0/1 (or bool).
+        m_hat: (n,) cross-fitted / OOB estimates of E[Y | X] (grf's ``Y.hat``; not E[Y | X, W]).
+        tau_hat: (n,) cross-fitted / OOB CATE estimates τ̂(X_i).
+        e_hat: (n,) propensities P(W = 1 | X_i), or one number for a randomised trial with known
+            assignment probability.  Every value must lie strictly inside (0, 1).
 
     Units are named by the pandas index when ``Y`` is a Series, else by position.  Raises
     :class:`geovit.GeovitError` for NaN/inf inputs, a non-binary W, mismatched lengths or a
     propensity of 0 or 1 (the score divides by ê(1 − ê)); warns, as grf does, when a propensity
     is ≤ 0.05 or ≥ 0.95 (overlap is poor and the scores have heavy tails).
 
-    Returns
-    -------
-    (n,) numpy array of scores Γ.
+    Returns:
+        (n,) numpy array of scores Γ.
     """
     index = Y.index if isinstance(Y, (pd.Series, pd.DataFrame)) else None
     y = _vector(Y, "Y", None, index)

@@ -57,6 +57,7 @@ class ChannelSelection:
 
     @property
     def num_table_channels(self) -> int:
+        """Number of channels of the whole table the ids index."""
         return len(TABLES[self.table])
 
     def __len__(self) -> int:

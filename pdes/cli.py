@@ -201,6 +201,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- parsers
 def add_commands(sub) -> None:
+    """Register ``geovit pdes {synth,train,rollout}`` on the ``geovit`` subparsers ``sub`` (entry point ``geovit.commands``)."""
     from geovit.cli.options import add_config_flags, bounded, positive_int
     from pdes.config import VICONConfig
 

@@ -52,6 +52,7 @@ class VICONConfig(TrainerConfig):
     synthetic_trajectories: int = option(24, "training trajectories of each synthetic set", minimum=2)
 
     def check(self) -> None:
+        """Check the shared trainer settings, then ``min_ex < num_pairs <= max_pairs`` (a :class:`geovit.config.ConfigError` naming the field otherwise)."""
         super().check()
         if self.num_pairs > self.max_pairs or self.min_ex >= self.num_pairs:
             raise ConfigError("num_pairs", self.num_pairs, f"min_ex ({self.min_ex}) < num_pairs <= max_pairs ({self.max_pairs})")

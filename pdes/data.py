@@ -74,6 +74,7 @@ class DatasetSpec:
 
     @property
     def channel_mask(self) -> tuple[int, ...]:
+        """0/1 per slot of ``SLOTS``: 1 where the data set has that field."""
         return tuple(int(s in self.fields) for s in SLOTS)
 
 
@@ -281,6 +282,7 @@ class TrajectoryDataset(Dataset):
 
     @property
     def name(self) -> str:
+        """``<spec name>:<folder name>``, the name used in logs and error messages."""
         return f"{self.spec.name}:{Path(self.root).name}"
 
     def __len__(self) -> int:
@@ -300,6 +302,11 @@ class TrajectoryDataset(Dataset):
         return f[source.group] if source.group else f
 
     def locate(self, index: int) -> tuple[_Source, int]:
+        """The source file and its trajectory index holding trajectory ``index`` of the whole set.
+
+        Raises:
+            IndexError: ``index`` outside ``[0, len(self))``.
+        """
         if not 0 <= index < len(self):
             raise IndexError(f"trajectory {index} out of range for {len(self)} trajectories")
         k = int(np.searchsorted(self._offsets, index, side="right")) - 1

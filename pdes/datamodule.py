@@ -40,7 +40,7 @@ class VICONDataModule(GeovitDataModule):
         num_workers: DataLoader worker processes (per data set).
         seed: seed of the order and of the prompt draws.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pdes.synthetic import write_synthetic_ns2d
         >>> root = write_synthetic_ns2d(Path(tempfile.mkdtemp()) / "ns2d", num_samples=2)

@@ -55,6 +55,12 @@ def error_scale_by_size(pred: torch.Tensor, target: torch.Tensor, eps: float = 1
 
 
 def scaled_error(pred: torch.Tensor, target: torch.Tensor, scheme: str = "scale_by_std") -> torch.Tensor:
+    """Per-frame error under ``scheme``: :func:`error_scale_by_std` (``"scale_by_std"``, RMSE/std) or
+    :func:`error_scale_by_size` (``"scale_by_size"``, RMSE/RMS).
+
+    Raises:
+        GeovitError: an unknown scheme.
+    """
     if scheme == "scale_by_std":
         return error_scale_by_std(pred, target)
     if scheme == "scale_by_size":

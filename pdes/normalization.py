@@ -55,8 +55,10 @@ def prompt_statistics(
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` with the statistics of :func:`prompt_statistics` (broadcast over frames and pixels)."""
     return (x - mean) / std
 
 
 def denormalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize`: ``x * std + mean``."""
     return x * std + mean

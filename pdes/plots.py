@@ -54,6 +54,7 @@ def rollout_table(errors: Mapping[str, Mapping[str, np.ndarray]], ids: Sequence[
 
 
 def write_table(path: str | Path, rows: Sequence[Mapping]) -> None:
+    """Write ``rows`` (mappings with the same keys, the first row's order) as CSV to ``path``, atomically."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()

@@ -93,6 +93,12 @@ def _repeat_in_place(items: Sequence, count: int) -> list:
 
 
 def single_step_strategy(num_frames: int, gt_steps: int, num_examples: int) -> list[Step]:
+    """Official ``single_step`` rollout: every step predicts frame t from t-1, prompted by the example
+    pairs ``(0, 1), (1, 2), …`` among the given frames.
+
+    Raises:
+        GeovitError: fewer than ``num_examples + 1`` given frames.
+    """
     if num_examples > gt_steps - 1:
         raise GeovitError(f"single_step: num_examples={num_examples} example pairs 0→1 … need "
                           f"gt_steps >= {num_examples + 1} given frames, got gt_steps={gt_steps}")
@@ -102,6 +108,14 @@ def single_step_strategy(num_frames: int, gt_steps: int, num_examples: int) -> l
 
 
 def multi_step_strategy(num_frames: int, gt_steps: int, num_examples: int, max_stride: int, repeat: bool) -> list[Step]:
+    """Official multi-step rollouts: the stride grows by one per step up to ``max_stride`` and each
+    step is prompted by the last example pairs of that stride among the given frames;
+    ``repeat=True`` (``multi_repeat``) repeats pairs to fill ``num_examples`` where fewer exist,
+    ``repeat=False`` (``multi_norepeat``) uses fewer.
+
+    Raises:
+        GeovitError: fewer than ``max_stride + 1`` given frames.
+    """
     if gt_steps < max_stride + 1:
         raise GeovitError(f"multi-step rollout: max_stride={max_stride} needs gt_steps >= {max_stride + 1} "
                           f"given frames (one example pair of the largest stride), got gt_steps={gt_steps}")
@@ -134,6 +148,14 @@ def available_pairs(available: Sequence[int], stride: int, num_examples: int) ->
 def dropped_strategy(
     num_frames: int, gt_steps: int, num_examples: int, max_stride: int, available: Sequence[int], multi_step: bool,
 ) -> list[Step]:
+    """Rollout when only the frames in ``available`` are known: example pairs are the pairs of
+    available frames (:func:`available_pairs`); each predicted frame becomes known for later steps.
+    ``multi_step=True`` uses every stride up to ``max_stride`` (the largest that fits), else
+    ``max_stride`` only.
+
+    Raises:
+        GeovitError: no available frame, or no pair of a usable stride.
+    """
     avail = sorted(t for t in available if t < gt_steps)
     if not avail:
         raise GeovitError(f"dropped_mask: no available frame among the first gt_steps={gt_steps}")

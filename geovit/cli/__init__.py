@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``geovit`` argument parser: geovit's commands and those registered by plugins (``geovit.commands``)."""
     parser = argparse.ArgumentParser(
         prog="geovit", description="Channel-adaptive vision transformers for scientific imaging."
     )
@@ -51,6 +52,15 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``geovit`` command.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 2 for bad input (a :class:`geovit.errors.GeovitError`, printed as
+        one line), or the command's own code.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -160,6 +160,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- parsers
 def add_commands(sub) -> None:
+    """Register ``geovit change {train,evaluate,predict}`` on the ``geovit`` subparsers ``sub``."""
     p = sub.add_parser("change", help="ChangeViT change detection: train, evaluate, predict on GeoTIFFs")
     csub = p.add_subparsers(dest="change_command", metavar="ACTION", required=True)
 

@@ -168,9 +168,11 @@ class CHAMMI(Dataset):
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (the training classes of the release's metadata)."""
         return len(self.classes)
 
     def labels(self) -> np.ndarray:
+        """Class index of every sample, in dataset order (a copy)."""
         return self.targets.copy()
 
     def __len__(self) -> int:

@@ -128,6 +128,7 @@ class JUMPCP(Dataset):
         return p if p.is_absolute() else self.root / p
 
     def labels(self) -> np.ndarray:
+        """Class index of every sample, in dataset order (a copy)."""
         return self.targets.copy()
 
     def __len__(self) -> int:

@@ -14,6 +14,7 @@ from geovit.errors import GeovitError
 
 
 class Compose:
+    """Apply sample transforms (``dict -> dict``) in order."""
     def __init__(self, transforms: Sequence[Callable[[dict], dict]]):
         self.transforms = list(transforms)
 

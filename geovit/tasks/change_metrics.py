@@ -59,6 +59,7 @@ class BCEDiceLoss(torch.nn.Module):
         self.from_logits = from_logits
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """BCE + Dice of ``pred`` (probabilities, or logits when ``from_logits``) against the 0/1 ``target``."""
         return (bce_dice_loss_from_logits if self.from_logits else bce_dice_loss)(pred, target)
 
 

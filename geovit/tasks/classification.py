@@ -60,6 +60,7 @@ class ClassificationTask(BaseTask):
         self.test_metrics = metrics.clone(prefix="test_")
 
     def forward(self, image: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, num_classes) of ``image`` (B, C, H, W) with channel ids ``channels`` (B, C)."""
         return self.model(image, channels)
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:

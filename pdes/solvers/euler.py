@@ -46,17 +46,21 @@ class CFDConfig:
 
     @property
     def dx(self) -> float:
+        """Cell width in x (unit square domain)."""
         return 1.0 / self.nx
 
     @property
     def dy(self) -> float:
+        """Cell height in y (unit square domain)."""
         return 1.0 / self.ny
 
     def times(self) -> np.ndarray:
+        """The ``nt`` output times, evenly spaced in ``[0, t_end]``."""
         return np.linspace(0.0, self.t_end, self.nt)
 
 
 def minmod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Minmod slope limiter: the smaller of ``a`` and ``b`` in magnitude where they share a sign, else 0."""
     return np.where(a * b > 0, np.sign(a) * np.minimum(np.abs(a), np.abs(b)), 0.0)
 
 
@@ -68,12 +72,14 @@ class CFDSolver:
 
     # ---------------------------------------------------------------- conversions
     def primitive(self, U: np.ndarray) -> np.ndarray:
+        """Primitive variables ``(ρ, vx, vy, p)`` of the conservative state ``U`` (ideal gas, ``gamma``)."""
         rho = U[0]
         vx, vy = U[1] / rho, U[2] / rho
         p = (self.cfg.gamma - 1) * (U[3] - 0.5 * rho * (vx ** 2 + vy ** 2))
         return np.stack([rho, vx, vy, p])
 
     def conservative(self, W: np.ndarray) -> np.ndarray:
+        """Conservative state ``(ρ, ρvx, ρvy, E)`` of the primitive variables ``W``; inverse of :meth:`primitive`."""
         rho, vx, vy, p = W
         E = p / (self.cfg.gamma - 1) + 0.5 * rho * (vx ** 2 + vy ** 2)
         return np.stack([rho, rho * vx, rho * vy, E])
@@ -127,6 +133,7 @@ class CFDSolver:
         return Fx, Fy
 
     def rhs(self, U: np.ndarray) -> np.ndarray:
+        """Time derivative of ``U``: minus the divergence of the limited interface fluxes, plus viscous terms (periodic domain)."""
         cfg = self.cfg
         W = self.primitive(U)
         Fx = self._interface_flux(W, -2)
@@ -140,6 +147,7 @@ class CFDSolver:
         return out
 
     def max_dt(self, U: np.ndarray) -> float:
+        """Largest stable time step for ``U``: the CFL limit of the fastest wave, and the explicit viscous limit."""
         cfg = self.cfg
         W = self.primitive(U)
         c = np.sqrt(cfg.gamma * W[3] / W[0])

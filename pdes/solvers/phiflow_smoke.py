@@ -51,6 +51,7 @@ class PhiflowSmokeSolver:
         return (abs(s) if smoke is None else s), v
 
     def step(self, smoke, velocity):
+        """One PDEArena smoke step with phiflow: advect smoke and velocity, add buoyancy, diffuse, make incompressible."""
         flow, cfg = self.flow, self.cfg
         smoke = flow.advect.semi_lagrangian(smoke, velocity, cfg.dt)
         buoyancy = (smoke * (0, cfg.buoyancy_y)).at(velocity)

@@ -56,13 +56,16 @@ class SmokeConfig:
 
     @property
     def dx(self) -> float:
+        """Cell width in x: ``Lx / nx``."""
         return self.Lx / self.nx
 
     @property
     def dy(self) -> float:
+        """Cell height in y: ``Ly / ny``."""
         return self.Ly / self.ny
 
     def times(self) -> np.ndarray:
+        """The ``nt`` output times: ``tmin + dt * k``."""
         return self.tmin + self.dt * np.arange(self.nt)
 
 
@@ -102,6 +105,7 @@ class SmokeSolver:
 
     # ---------------------------------------------------------------- operators
     def velocity_at(self, vx: np.ndarray, vy: np.ndarray, px: np.ndarray, py: np.ndarray):
+        """The staggered velocity ``(vx, vy)`` interpolated at the points ``(px, py)``."""
         return _sample(vx, *self._grids["vx"], px, py), _sample(vy, *self._grids["vy"], px, py)
 
     def advect(self, field: np.ndarray, where: str, vx: np.ndarray, vy: np.ndarray, dt: float) -> np.ndarray:
@@ -111,6 +115,7 @@ class SmokeSolver:
         return _sample(field, *self._grids[where], px - dt * ux, py - dt * uy)
 
     def divergence(self, vx: np.ndarray, vy: np.ndarray) -> np.ndarray:
+        """Divergence of the staggered (MAC) velocity at the cell centres."""
         return (vx[1:, :] - vx[:-1, :]) / self.cfg.dx + (vy[:, 1:] - vy[:, :-1]) / self.cfg.dy
 
     def project(self, vx: np.ndarray, vy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
