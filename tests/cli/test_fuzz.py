@@ -8,6 +8,8 @@ it exits 2 with a message that names the flag, file or key — and no exception 
 """
 from __future__ import annotations
 
+import typing
+
 import contextlib
 import io
 import json
@@ -59,7 +61,7 @@ VALUES = st.one_of(
 def test_any_value_of_any_setting_is_accepted_or_refused_by_name(command, data, value, tmp_path):
     argv, cls = COMMANDS[command]
     name = data.draw(st.sampled_from(sorted(set(cls.fields()) - {"out"})), label="setting")
-    is_bool = cls.field_types()[name] is bool
+    is_bool = cls.field_types()[name] in (bool, typing.Optional[bool])  # on/off flags (--x / --no-x)
     setting = [flag(name) if value else "--no-" + flag(name)[2:]] if is_bool else [flag(name), value]
     code, out, err = run(*argv, "--out", tmp_path / "run", *setting, "--print-config")
     assert "Traceback" not in err

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -50,12 +51,10 @@ def full_run(tiny_yaml, tmp_path_factory):
             shutil.copy(out / "checkpoints" / "last.ckpt", out / "epoch0_end.ckpt")
         original(self)
 
-    PretrainingTask.on_train_epoch_start = snapshot
-    try:
+    # patch.object restores the class as it was (an inherited hook is removed again, not re-set)
+    with mock.patch.object(PretrainingTask, "on_train_epoch_start", snapshot):
         assert main(["pretrain", "--config", str(tiny_yaml), "--out", str(out), "--max-epochs", "2",
                      "--ckpt-every", "1", *COMMON]) == 0
-    finally:
-        PretrainingTask.on_train_epoch_start = original
     return out
 
 
