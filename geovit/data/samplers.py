@@ -227,7 +227,24 @@ class CycleSampler(Sampler):
         return iter(items[skip:])
 
 
-class BlockBatchSampler(Sampler[list[int]]):
+class _EpochOrder:
+    """``set_epoch`` of the block samplers: the epoch picks the order and reaches the dataset."""
+
+    epoch: int
+    dataset: Dataset | None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s order (and tell the dataset, when it has ``set_epoch``).
+
+        Args:
+            epoch: epoch number (0-based).
+        """
+        self.epoch = int(epoch)
+        if self.dataset is not None and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+class BlockBatchSampler(_EpochOrder, Sampler[list[int]]):
     """Training batches made of runs of consecutive rows, for one read per run (HDF5 slices).
 
     The positions ``0..n-1`` are cut into blocks of ``block_size`` consecutive positions; an
@@ -295,16 +312,6 @@ class BlockBatchSampler(Sampler[list[int]]):
         self.skip = int(skip)
         #: samples of each rank's share (the padded epoch divided by the ranks)
         self.num_samples = -(-self.n // self.num_replicas)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch``'s order (and tell the dataset, when it has ``set_epoch``).
-
-        Args:
-            epoch: epoch number (0-based).
-        """
-        self.epoch = int(epoch)
-        if self.dataset is not None and hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
 
     @property
     def sampler(self) -> "BlockBatchSampler":
@@ -379,7 +386,7 @@ def rank_share(stream: np.ndarray, num_replicas: int, rank: int) -> np.ndarray:
     return stream[rank * per_rank:(rank + 1) * per_rank]
 
 
-class BlockShuffleSampler(Sampler[int]):
+class BlockShuffleSampler(_EpochOrder, Sampler[int]):
     """Indices in blocks of consecutive ones, blocks shuffled, then mixed ``window`` blocks at a time.
 
     For datasets whose consecutive indices share an expensive resource: the tiles of one
@@ -422,16 +429,6 @@ class BlockShuffleSampler(Sampler[int]):
         self.n, self.block_size, self.window = int(n), int(block_size), int(window)
         self.num_replicas, self.rank, self.seed = int(num_replicas), int(rank), int(seed)
         self.dataset, self.epoch, self.skip = dataset, 0, int(skip)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch``'s order (and tell the dataset, when it has ``set_epoch``).
-
-        Args:
-            epoch: epoch number (0-based).
-        """
-        self.epoch = int(epoch)
-        if self.dataset is not None and hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
         return -(-self.n // self.num_replicas)
