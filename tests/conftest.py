@@ -30,12 +30,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 class Conformance:
     """One family's golden data: ``config`` (dict), ``io`` (dict of arrays), ``file(name)``."""
 
-    def __init__(self, family: str):
-        self.path = CONFORMANCE / family
+    def __init__(self, family: str, root: Path = CONFORMANCE):
+        self.path = root / family
         if not self.path.is_dir():
-            known = sorted(p.name for p in CONFORMANCE.iterdir() if p.is_dir()) if CONFORMANCE.is_dir() else []
+            known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
             raise FileNotFoundError(f"{self.path}: no conformance data for family {family!r}; "
-                                    f"families in {CONFORMANCE}: {', '.join(known) or 'none'}")
+                                    f"families in {root}: {', '.join(known) or 'none'}")
 
     def file(self, name: str) -> Path:
         """Path of one golden file; a missing file raises (the test fails)."""
@@ -58,13 +58,14 @@ class Conformance:
 
 @pytest.fixture(scope="session")
 def conformance():
-    """``conformance("channelvit")`` -> :class:`Conformance` (data inside the repository)."""
-    cache: dict[str, Conformance] = {}
+    """``conformance("channelvit")`` -> :class:`Conformance` (data inside the repository;
+    ``root=SHARED_CONFORMANCE`` for the official golden data beside the checkout)."""
+    cache: dict[tuple[str, Path], Conformance] = {}
 
-    def get(family: str) -> Conformance:
-        if family not in cache:
-            cache[family] = Conformance(family)
-        return cache[family]
+    def get(family: str, root: Path = CONFORMANCE) -> Conformance:
+        if (family, root) not in cache:
+            cache[family, root] = Conformance(family, root)
+        return cache[family, root]
 
     return get
 

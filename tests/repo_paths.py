@@ -8,3 +8,5 @@ REPO = Path(__file__).resolve().parents[1]
 CONFORMANCE = REPO / "tests" / "data" / "conformance"
 SHARED = Path(os.environ.get("GEOVIT_SHARED", REPO.parent / "shared"))
 SHARED_TORCHGEO = SHARED / "fixtures" / "torchgeo"
+#: the official golden data the repository copy was taken from (developers' machines only)
+SHARED_CONFORMANCE = SHARED / "conformance"

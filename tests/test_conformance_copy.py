@@ -12,9 +12,8 @@ import hashlib
 import re
 
 import pytest
-from repo_paths import CONFORMANCE, SHARED
+from repo_paths import CONFORMANCE, SHARED_CONFORMANCE
 
-SHARED_CONFORMANCE = SHARED / "conformance"
 FAMILIES = ("channelvit", "chamaevit", "changevit", "vicon", "rate")
 
 

@@ -1,6 +1,8 @@
-"""geovit ChannelViT reproduces the official implementation's outputs (golden data in tests/data/conformance).
+"""geovit ChannelViT reproduces the official implementation's outputs.
 
-Every case runs twice: through ``geovit.hub.load_official`` and through ``timm.create_model(...,
+The golden data is the repository's copy (``tests/data/conformance/channelvit``) and, where the
+official golden data sits beside the checkout (``../shared/conformance/channelvit``), that folder
+too, read directly. Every case runs twice per source: through ``geovit.hub.load_official`` and through ``timm.create_model(...,
 pretrained=True, pretrained_cfg_overlay=dict(file=...))`` (the architecture given as keyword
 arguments, as a timm user does), at the same tolerance.
 """
@@ -15,14 +17,19 @@ import torch
 
 import geovit.models  # noqa: F401  (registers geovit's variants with timm)
 from geovit.hub import load_official
+from repo_paths import CONFORMANCE, SHARED_CONFORMANCE
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 LOADERS = ("hub", "timm")
 
 
-@pytest.fixture(scope="module")
-def case(conformance):
-    return conformance("channelvit")
+#: golden-data roots: the repository copy, and the official folder when present
+SOURCES = [CONFORMANCE] + ([SHARED_CONFORMANCE] if (SHARED_CONFORMANCE / "channelvit").is_dir() else [])
+
+
+@pytest.fixture(scope="module", params=SOURCES, ids=lambda root: "shared" if root == SHARED_CONFORMANCE else "repo")
+def case(conformance, request):
+    return conformance("channelvit", request.param)
 
 
 def _load(loader, case, source, **extra):
