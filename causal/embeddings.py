@@ -211,13 +211,9 @@ def open_raster(raster, *, variable: str | None = None, crs=None) -> RasterSourc
     if not path.exists():
         raise DataError(f"raster {path}: file not found")
     if path.is_dir() or path.suffix == ".zarr":
-        try:
-            with warnings.catch_warnings():  # "no consolidated metadata" is fine for a local store
-                warnings.simplefilter("ignore", RuntimeWarning)
-                cube = xr.open_zarr(path, consolidated=None)
-        except Exception as err:  # zarr raises several types for a foreign folder
-            raise DataError(f"raster {path}: not a zarr store readable by xarray ({err})") from None
-        return _open_cube(cube, str(path), variable, crs)
+        from geovit.geo.scene import open_zarr_store
+
+        return _open_cube(open_zarr_store(path, f"raster {path}"), str(path), variable, crs)
     return _open_geotiff(path)
 
 

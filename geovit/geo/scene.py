@@ -46,6 +46,29 @@ OUT_TILE = 256
 
 
 # ------------------------------------------------------------------------------------- sources
+def open_zarr_store(path: Path, label: object = None):
+    """``xarray.open_zarr`` of a local store, with one :class:`DataError` for a folder that is not one.
+
+    Args:
+        path: the store (a folder).
+        label: how the error names it (default: the path).
+
+    Returns:
+        The lazily opened ``xarray.Dataset``.
+
+    Raises:
+        DataError: zarr / xarray cannot read the folder.
+    """
+    import xarray as xr
+
+    try:
+        with warnings.catch_warnings():  # "no consolidated metadata" is fine for a local store
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return xr.open_zarr(path, consolidated=None)
+    except Exception as err:  # zarr raises several types for a foreign folder
+        raise DataError(f"{path if label is None else label}: not a zarr store readable by xarray ({err})") from None
+
+
 def cube_grid(da, name: object):
     """``(da, transform)`` of a (band, y, x) or (y, x) xarray cube on a regular grid.
 
@@ -270,13 +293,7 @@ def _open_source(raster: Any):
     if not path.exists():
         raise DataError(f"{path}: raster not found")
     if path.is_dir() or path.suffix == ".zarr":
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                cube = xr.open_zarr(path, consolidated=None)
-        except Exception as err:  # zarr raises several types for a foreign folder
-            raise DataError(f"{path}: not a zarr store readable by xarray ({err})") from None
-        return _CubeSource(cube, str(path))
+        return _CubeSource(open_zarr_store(path), str(path))
     return _RasterioSource(path)
 
 

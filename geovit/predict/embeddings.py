@@ -18,7 +18,6 @@ one call a downstream estimator needs to reuse a scene's embeddings instead of r
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -195,17 +194,12 @@ def read_embeddings(path: str | os.PathLike):
     Raises:
         DataError: a missing folder, or a store without an ``embedding`` variable.
     """
-    import xarray as xr
+    from geovit.geo.scene import open_zarr_store
 
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: embedding store not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ds = xr.open_zarr(path, consolidated=None)
-    except Exception as err:  # zarr raises several types for a foreign folder
-        raise DataError(f"{path}: not a zarr store readable by xarray ({err})") from None
+    ds = open_zarr_store(path)
     if "embedding" not in ds:
         raise DataError(f"{path}: no 'embedding' variable (has {sorted(ds.data_vars)}); expected a store written by "
                         "geovit embed")
