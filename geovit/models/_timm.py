@@ -293,6 +293,31 @@ def take_indices(num_levels: int, indices: Any) -> tuple[list[int], int]:
         raise GeovitError(f"indices={indices!r}: {err} (the model has {num_levels} feature levels)") from None
 
 
+def prune_blocks(model: nn.Module, indices: Any, prune_norm: bool, prune_head: bool) -> list[int]:
+    """timm's ``prune_intermediate_layers`` for a ViT with ``blocks``, ``feature_info``, ``norm``.
+
+    Keeps the blocks up to the last of ``indices``; ``prune_norm`` replaces the final norm by an
+    identity, ``prune_head`` calls ``reset_classifier(0)``.
+
+    Args:
+        model: the ViT (changed in place).
+        indices: the levels to keep (int: the last n).
+        prune_norm: drop the final norm.
+        prune_head: drop the classifier.
+
+    Returns:
+        The kept absolute indices.
+    """
+    take, last = take_indices(len(model.blocks), indices)
+    model.blocks = model.blocks[: last + 1]
+    model.feature_info = model.feature_info[: last + 1]
+    if prune_norm:
+        model.norm = nn.Identity()
+    if prune_head:
+        model.reset_classifier(0)
+    return take
+
+
 def channel_mean_map(tokens: Tensor, num_prefix: int, num_channels: int, h: int, w: int,
                      valid: Tensor | None = None) -> Tensor:
     """Channel-major patch tokens -> one spatial map per location: the mean over the channels present.

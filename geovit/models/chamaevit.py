@@ -53,7 +53,9 @@ from torch import Tensor, nn
 from geovit.channels import JUMPCP_CHANNELS, SO2SAT_BANDS
 from geovit.errors import CheckpointError, GeovitError
 from geovit.models import convert_official, register_model, unwrap_checkpoint
-from geovit.models._timm import channel_mean_map, check_output_fmt, finish_intermediates, geovit_cfg, take_indices
+from geovit.models._timm import (
+    channel_mean_map, check_output_fmt, finish_intermediates, geovit_cfg, prune_blocks, take_indices,
+)
 from geovit.models.chamae_losses import (
     fourier_loss, norm_pix, patchify, proxy_loss, reconstruction_loss, token_diversification_loss, unpatchify,
 )
@@ -636,13 +638,8 @@ class ChAMAEViT(BoundChannelsMixin, nn.Module):
         Returns:
             The kept absolute indices.
         """
-        take, last = take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[: last + 1]
-        self.feature_info = self.feature_info[: last + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
+        take = prune_blocks(self, indices, prune_norm, prune_head)
         if prune_head:
-            self.reset_classifier(0)
             for name in ("attn_pooling", "pooling_query", "decoder", "encoder_decoder_proj", "decoder_pred",
                          "proxy_head", "output_proxies", "channel_token_proxies"):
                 if hasattr(self, name):

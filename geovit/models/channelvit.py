@@ -33,7 +33,8 @@ from geovit.channels import JUMPCP_CHANNELS, RGB_CHANNELS, SO2SAT_BANDS
 from geovit.errors import CheckpointError, GeovitError
 from geovit.models import convert_official, find_state_dict, register_model, strip_wrapper_prefix
 from geovit.models._timm import (
-    IMAGENET_MEAN, IMAGENET_STD, channel_mean_map, check_output_fmt, finish_intermediates, geovit_cfg, take_indices,
+    IMAGENET_MEAN, IMAGENET_STD, channel_mean_map, check_output_fmt, finish_intermediates, geovit_cfg, prune_blocks,
+    take_indices,
 )
 from geovit.models.layers import (
     BoundChannelsMixin,
@@ -258,14 +259,7 @@ class ChannelViT(BoundChannelsMixin, nn.Module):
         Returns:
             The kept absolute indices.
         """
-        take, last = take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[: last + 1]
-        self.feature_info = self.feature_info[: last + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0)
-        return take
+        return prune_blocks(self, indices, prune_norm, prune_head)
 
     def forward(self, x: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, num_classes), or the (B, D) CLS feature when ``num_classes == 0``.
