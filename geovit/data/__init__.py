@@ -1,7 +1,7 @@
 """Dataset loaders. Import the concrete classes from their modules or from here."""
 from __future__ import annotations
 
-import importlib
+from geovit._lazy import lazy_getattr
 
 #: public name -> module that defines it (imported lazily so that heavy deps load on demand)
 _LAZY = {
@@ -14,11 +14,6 @@ _LAZY = {
     "pad_channels_collate": "geovit.data.collate",
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'geovit.data' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = list(_LAZY)

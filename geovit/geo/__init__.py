@@ -15,6 +15,8 @@
 """
 from __future__ import annotations
 
+from geovit._lazy import lazy_getattr
+
 _EXPORTS = {
     "predict_change_raster": "geovit.geo.sliding_window",
     "ramp_weights": "geovit.geo.sliding_window",
@@ -25,13 +27,6 @@ _EXPORTS = {
     "write_points": "geovit.geo.points",
 }
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'geovit.geo' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 __all__ = sorted(_EXPORTS)

@@ -21,6 +21,8 @@ Examples:
 """
 from __future__ import annotations
 
+from geovit._lazy import lazy_getattr
+
 _EXPORTS = {
     "predict_scene": "geovit.predict.scene",
     "embed_scene": "geovit.predict.scene",
@@ -33,13 +35,6 @@ _EXPORTS = {
     "SceneModel": "geovit.predict.model",
 }
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'geovit.predict' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 __all__ = sorted(_EXPORTS)
