@@ -459,6 +459,20 @@ def _scene_tags(model: SceneModel, plan: WindowPlan, max_missing: float) -> dict
     return tags
 
 
+@contextlib.contextmanager
+def _planned_scene(model: SceneModel, rasters: Sequence[Any], *, bands, masks, reproject: bool, resampling: str,
+                   stride: int | None, max_missing: float, batch_size: int, gdal_cache_mb: int, chunk_mb: float):
+    """The opened :class:`Scene`, its :class:`WindowPlan` for ``model`` and the output tags (GDAL cache bounded)."""
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), \
+            Scene(rasters, table=model.channel_table, bands=bands, masks=masks, channel_ids=model.channel_ids,
+                  reproject=reproject, resampling=resampling) as scene:
+        plan = WindowPlan(scene, model.window, stride, max_missing, chunk_bytes=int(chunk_mb * 2**20),
+                          min_chunk_windows=batch_size)
+        yield scene, plan, _scene_tags(model, plan, max_missing)
+
+
 def predict_scene(checkpoint: str | os.PathLike | SceneModel, rasters: Sequence[Any], out: str | os.PathLike, *,
                   bands: Sequence[str | Sequence[str] | None] | None = None, masks: Sequence[str] = (),
                   max_missing: float = 0.1, stride: int | None = None, batch_size: int = 64,
@@ -502,20 +516,15 @@ def predict_scene(checkpoint: str | os.PathLike | SceneModel, rasters: Sequence[
         GeovitError: bad input (see :class:`~geovit.geo.scene.Scene` and
             :func:`~geovit.predict.model.load_model`); no output is left behind.
     """
-    import rasterio
-
     out = Path(out)
     if device is None and devices * num_nodes == 1:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _model(checkpoint, True, class_names, device)
     prob_path = Path(probabilities) if probabilities is not None else None
     preview_path = (out.with_suffix(".png") if preview is True else Path(preview)) if preview else None
-    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), \
-            Scene(rasters, table=model.channel_table, bands=bands, masks=masks, channel_ids=model.channel_ids,
-                  reproject=reproject, resampling=resampling) as scene:
-        plan = WindowPlan(scene, model.window, stride, max_missing, chunk_bytes=int(chunk_mb * 2**20),
-                          min_chunk_windows=batch_size)
-        tags = _scene_tags(model, plan, max_missing)
+    with _planned_scene(model, rasters, bands=bands, masks=masks, reproject=reproject, resampling=resampling,
+                        stride=stride, max_missing=max_missing, batch_size=batch_size, gdal_cache_mb=gdal_cache_mb,
+                        chunk_mb=chunk_mb) as (scene, plan, tags):
         stats = run_plan(model, plan, lambda: MapSink(model, plan, out, prob_path, preview_path, tags), out,
                          batch_size=batch_size, classes=True, probabilities=prob_path is not None, features=False,
                          device=device, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
@@ -550,18 +559,13 @@ def embed_scene(checkpoint: str | os.PathLike | SceneModel, rasters: Sequence[An
     Returns:
         Statistics as :func:`predict_scene`.
     """
-    import rasterio
-
     out = Path(out)
     if device is None and devices * num_nodes == 1:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _model(checkpoint, False, None, device)
-    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), \
-            Scene(rasters, table=model.channel_table, bands=bands, masks=masks, channel_ids=model.channel_ids,
-                  reproject=reproject, resampling=resampling) as scene:
-        plan = WindowPlan(scene, model.window, stride, max_missing, chunk_bytes=int(chunk_mb * 2**20),
-                          min_chunk_windows=batch_size)
-        tags = _scene_tags(model, plan, max_missing)
+    with _planned_scene(model, rasters, bands=bands, masks=masks, reproject=reproject, resampling=resampling,
+                        stride=stride, max_missing=max_missing, batch_size=batch_size, gdal_cache_mb=gdal_cache_mb,
+                        chunk_mb=chunk_mb) as (scene, plan, tags):
         attrs = {"kind": "window grid", "crs": "" if scene.crs is None else scene.crs.to_wkt(),
                  "crs_name": "" if scene.crs is None else scene.crs.to_string(),
                  "transform": list(plan.transform)[:6], "scene_transform": list(scene.transform)[:6],
