@@ -41,14 +41,22 @@ def pad_channels_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             raise DataError(f"pad_channels_collate: sample {i} has {img.shape[0]} image channels but "
                             f"{cid.numel()} channel ids")
     batch_size, cmax = len(samples), max(img.shape[0] for img in images)
-    image = images[0].new_zeros((batch_size, cmax, *size))
-    channels = torch.zeros(batch_size, cmax, dtype=torch.long)
-    mask = torch.zeros(batch_size, cmax, dtype=torch.bool)
-    for i, (img, cid) in enumerate(zip(images, ids)):
-        c = img.shape[0]
-        image[i, :c] = img
-        channels[i, :c] = cid
-        mask[i, :c] = True
+    first = images[0]
+    if all(img.shape == first.shape and img.dtype == first.dtype for img in images) and all(
+            torch.equal(cid, ids[0]) for cid in ids[1:]):
+        # a regular batch (So2Sat): the same layout without zero-filling and copying sample by sample
+        image = torch.stack(images)
+        channels = ids[0].expand(batch_size, -1).clone()
+        mask = torch.ones(batch_size, cmax, dtype=torch.bool)
+    else:
+        image = first.new_zeros((batch_size, cmax, *size))
+        channels = torch.zeros(batch_size, cmax, dtype=torch.long)
+        mask = torch.zeros(batch_size, cmax, dtype=torch.bool)
+        for i, (img, cid) in enumerate(zip(images, ids)):
+            c = img.shape[0]
+            image[i, :c] = img
+            channels[i, :c] = cid
+            mask[i, :c] = True
     batch: dict[str, Any] = {"image": image, "channels": channels, "channel_mask": mask}
     if all(isinstance(s.get("label"), (int, torch.Tensor)) and not isinstance(s.get("label"), bool) for s in samples):
         batch["label"] = torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.long)

@@ -130,40 +130,6 @@ class KeepChannels:
         return {**sample, "image": sample["image"][keep], "channels": sample["channels"][keep]}
 
 
-def stacked_collate(samples: Sequence[dict]) -> dict:
-    """:func:`~geovit.data.collate.pad_channels_collate`, with a fast path for regular batches.
-
-    When every sample has the same channel ids and image shape (So2Sat), the batch is
-    ``torch.stack`` of the images and ids, an all-True ``channel_mask``, the labels and lists
-    of the other keys: the dict ``pad_channels_collate`` returns, without zero-filling and
-    copying sample by sample. Other batches go to ``pad_channels_collate``.
-
-    Args:
-        samples: sample dicts.
-
-    Returns:
-        The batch.
-    """
-    first = samples[0] if samples else None
-    if (first is None or not all(isinstance(s.get("image"), torch.Tensor) and isinstance(s.get("channels"), torch.Tensor)
-                                 for s in samples)):
-        return pad_channels_collate(samples)
-    ids, shape = first["channels"], first["image"].shape
-    if first["image"].ndim != 3 or ids.dtype != torch.long or ids.shape != (shape[0],) or not all(
-            s["image"].shape == shape and s["image"].dtype == first["image"].dtype and torch.equal(s["channels"], ids)
-            for s in samples[1:]):
-        return pad_channels_collate(samples)
-    batch: dict[str, Any] = {"image": torch.stack([s["image"] for s in samples]),
-                             "channels": ids.expand(len(samples), -1).clone(),
-                             "channel_mask": torch.ones(len(samples), shape[0], dtype=torch.bool)}
-    if all(isinstance(s.get("label"), (int, torch.Tensor)) and not isinstance(s.get("label"), bool) for s in samples):
-        batch["label"] = torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.long)
-    for key in first:
-        if key not in ("image", "channels", "channel_mask", "label"):
-            batch[key] = [s.get(key) for s in samples]
-    return batch
-
-
 def _innermost(dataset: Dataset) -> Dataset:
     while isinstance(dataset, SeededAugment):
         dataset = dataset.dataset
@@ -471,7 +437,6 @@ class So2SatDataModule(GeovitDataModule):
             raise GeovitError("val_cities=[]: name at least one city (or None for the version's validation split)")
         self.val_cities = None if val_cities is None else [str(c) for c in val_cities]
         self.version = version
-        self.collate_fn = stacked_collate
         self.selection = select_channels("so2sat", bands, "bands")
         self.normalization = so2sat.normalization(version)
 

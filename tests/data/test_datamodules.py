@@ -502,9 +502,9 @@ def test_levircd_scene_window_resumes_mid_epoch(levir_many):
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 4), st.booleans(), st.booleans(), st.booleans())
-def test_stacked_collate_is_pad_channels_collate(n, c, same_ids, labelled, extra):
+def test_regular_batches_collate_to_the_padded_layout(n, c, same_ids, labelled, extra):
+    """pad_channels_collate's stacking path for regular batches gives exactly the padded layout."""
     from geovit.data.collate import pad_channels_collate
-    from geovit.data.datamodules import stacked_collate
 
     g = torch.Generator().manual_seed(n * 10 + c)
     samples = []
@@ -516,7 +516,16 @@ def test_stacked_collate_is_pad_channels_collate(n, c, same_ids, labelled, extra
         if extra:
             s["city"] = f"c{i}"
         samples.append(s)
-    got, want = stacked_collate(samples), pad_channels_collate(samples)
+    got = pad_channels_collate(samples)
+    cmax = max(s["image"].shape[0] for s in samples)
+    want = {"image": torch.zeros(n, cmax, 4, 4), "channels": torch.zeros(n, cmax, dtype=torch.long),
+            "channel_mask": torch.zeros(n, cmax, dtype=torch.bool)}
+    for i, s in enumerate(samples):  # the module's definition: each sample's channels first, zeros after
+        want["image"][i, :c], want["channels"][i, :c], want["channel_mask"][i, :c] = s["image"], s["channels"], True
+    if labelled:
+        want["label"] = torch.tensor([s["label"] for s in samples])
+    if extra:
+        want["city"] = [s["city"] for s in samples]
     assert got.keys() == want.keys()
     for key in want:
         if isinstance(want[key], torch.Tensor):
